@@ -1,0 +1,66 @@
+"""Label harmonisation: one table maps each corpus label to a prompt and to KG node kinds.
+
+The student is prompted with natural-language labels ("gene or gene product"), while corpora use
+their own tags ("GENE", "protein"); the linker needs to know which KG kinds a label may name. The
+table lives in ``configs/labels.cfg`` so that adding a corpus or a KG is a config edit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import check_known_keys, load_config
+
+DEFAULT_LABELS_CFG = "configs/labels.cfg"
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """How one corpus label is prompted and which KG node kinds (in preference order) it may link to."""
+
+    prompt: str
+    kg_kinds: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """How silver spans from one KG node kind are labelled, and which gold label they are scored as."""
+
+    prompt: str
+    gold_label: str = ""
+
+
+def _resolve(path: str | Path) -> Path:
+    """Find a config by its repo-relative name also when run from another working directory."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    packaged = Path(__file__).resolve().parents[2] / path
+    return packaged if packaged.exists() else path
+
+
+def load_label_table(path: str | Path = DEFAULT_LABELS_CFG) -> dict[str, LabelInfo]:
+    """Corpus label → ``LabelInfo`` from the ``[labels.*]`` sections of the label config."""
+    cfg = load_config(_resolve(path))
+    table = {}
+    for label, section in cfg.get("labels", {}).items():
+        check_known_keys(section, {"prompt", "kg_kinds"}, f"labels.{label}")
+        table[label] = LabelInfo(str(section["prompt"]), list(section.get("kg_kinds", [])))
+    return table
+
+
+def load_kind_table(path: str | Path = DEFAULT_LABELS_CFG) -> dict[str, KindInfo]:
+    """KG node kind → ``KindInfo`` from the ``[kinds.*]`` sections (used by the silver builder)."""
+    cfg = load_config(_resolve(path))
+    table = {}
+    for kind, section in cfg.get("kinds", {}).items():
+        check_known_keys(section, {"prompt", "gold_label"}, f"kinds.{kind}")
+        table[kind] = KindInfo(str(section["prompt"]), str(section.get("gold_label", "")))
+    return table
+
+
+def label_prompt(label: str, table: dict[str, LabelInfo]) -> str:
+    """The prompt for a label; a label missing from the table (e.g. a silver prompt) is its own prompt."""
+    info = table.get(label)
+    return info.prompt if info is not None else label

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One command on a fresh machine: install, then run the whole workflow on its default profile.
+#   ./run.sh                       # profile "quick" (2-core CPU, about an hour)
+#   ./run.sh --vars.profile smoke  # a few minutes
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/install.sh
+export KOGNER_ASSETS_MIRROR="${KOGNER_ASSETS_MIRROR:-$(cd .. && pwd)/shared/data}"
+.venv/bin/python -m spacy project assets .
+.venv/bin/python -m spacy project run all . "$@"

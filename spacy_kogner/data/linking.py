@@ -24,6 +24,9 @@ wins, and the rule's name is recorded as the span's ``match``):
 9. ``fuzzy`` (optional): character n-gram TF-IDF cosine above a threshold with the mention's
    numbers equal to the name's ("type 1" never matches "type 2").
 
+Mentions shorter than ``short_mention_chars`` without a digit ("CAT", "TPO", "Cp") are linked only
+through an in-document definition (rule 1): as bare strings they name too many things.
+
 Every rule only accepts nodes whose kind agrees with the span's label (``configs/labels.cfg``);
 string hits of the wrong kind are counted (``wrong_kind``) but never linked. Among several nodes
 under one key the label's kind order decides, then an exact-case hit, then the KG row order, so
@@ -72,6 +75,7 @@ class LinkingSettings:
     max_short_form_chars: int
     min_plural_chars: int
     min_mention_chars: int
+    short_mention_chars: int
     spelling: list[list[str]]
     word_variants: list[list[str]]
     strip_words: list[str]
@@ -388,6 +392,9 @@ class Linker:
                 row, _, _ = self._lookup(long_form, allowed)
                 if row is not None:
                     return Link(self.node_ids[row], self.kinds[row], "abbreviation"), False
+        compact = "".join(text.split())
+        if len(compact) < self.settings.short_mention_chars and not any(c.isdigit() for c in compact):
+            return None, False  # "CAT", "TPO", "Cp": ambiguous symbols, linked only via a definition
         row, rule, wrong = self._lookup(text, allowed)
         if row is None:
             return None, wrong

@@ -6,7 +6,7 @@ Examples (from the repository root; paths default to ``configs/linking.cfg``'s `
     python -m spacy_kogner link-report NCBI-disease,BC5CDR,BC2GM,JNLPBA
     python -m spacy_kogner build-corpus NCBI-disease corpus/NCBI-disease
     python -m spacy_kogner build-corpus NCBI-disease,BC5CDR corpus/pooled --max-sentences 500
-    python -m spacy_kogner silver NCBI-disease corpus/silver-ncbi --kinds Disease,Symptom,"Side Effect"
+    python -m spacy_kogner silver BC5CDR corpus/silver-BC5CDR --kinds "Compound,Disease,Symptom,Side Effect"
     python -m spacy_kogner generate corpus/llm.json --n 100 --base-url http://127.0.0.1:8000/v1
 
 Config values can be overridden spaCy-style after the arguments, e.g.
@@ -27,8 +27,15 @@ from .labels import DEFAULT_LABELS_CFG, _resolve, load_label_table
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def _linking_config(path: str, ctx: typer.Context) -> Any:
-    return load_config(_resolve(path), parse_overrides(ctx.args))
+def _split_overrides(ctx: typer.Context, sections: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Overrides for a second config (its top sections named) apart from the linking config's."""
+    overrides = parse_overrides(ctx.args)
+    mine = {k: v for k, v in overrides.items() if k.split(".", 1)[0] in sections}
+    return mine, {k: v for k, v in overrides.items() if k not in mine}
+
+
+def _linking_config(path: str, ctx: typer.Context, overrides: dict[str, Any] | None = None) -> Any:
+    return load_config(_resolve(path), parse_overrides(ctx.args) if overrides is None else overrides)
 
 
 def _load_kg(cfg: Any, nodes: str | None, edges: list[str] | None) -> Any:
@@ -137,8 +144,107 @@ def build_corpus_cmd(
     typer.echo(f"Wrote {out_dir}")
 
 
+def silver(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="Corpus name under the mirror or folder: its raw text is matched"),
+    out_dir: Path = typer.Argument(..., help="Output folder (<split>.json/.spacy, stats.json)"),
+    splits: str = typer.Option("train", help="Comma-separated splits to annotate"),
+    kinds: str = typer.Option("", help="Comma-separated KG kinds (default: [silver] kinds)"),
+    max_sentences: int = typer.Option(-1, help="Cap per split (default: [silver] max_sentences; 0 = all)"),
+    config: str = typer.Option("configs/silver.cfg", help="Silver config"),
+    linking: str = typer.Option("configs/linking.cfg", help="Linker config (normalisation, [kg], [paths])"),
+    labels: str = typer.Option(DEFAULT_LABELS_CFG, help="Label table ([kinds.*] prompts and gold labels)"),
+    kg_nodes: str = typer.Option(None, help="KG node table (default: [kg] in the linking config)"),
+    kg_edges: list[str] = typer.Option(None, help="KG edge file(s) (repeatable)"),
+) -> None:
+    """Silver corpus by KG-name matching on a corpus's raw sentences, scored against its gold spans."""
+    from .corpus import find_split, resolve_corpus_dir, split_stats
+    from .labels import load_kind_table
+    from .linking import LinkingSettings
+    from .readers import read_corpus, write_docbin, write_gliner_json
+    from .silver import SilverMatcher, SilverSettings, evaluate_silver
+
+    mine, rest = _split_overrides(ctx, {"silver"})
+    settings = SilverSettings.from_section(load_config(_resolve(config), mine)["silver"])
+    if kinds:
+        settings.kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    if max_sentences >= 0:
+        settings.max_sentences = max_sentences
+    cfg = _linking_config(linking, ctx, rest)
+    kg = _load_kg(cfg, kg_nodes, kg_edges)
+    kind_table = load_kind_table(labels)
+    matcher = SilverMatcher(
+        kg.node_ids, kg.names, kg.kinds, kind_table, settings, LinkingSettings.from_section(cfg["linking"])
+    )
+    folder = resolve_corpus_dir(source, cfg["paths"]["mirror"])
+    kind_of = dict(zip(kg.node_ids, kg.kinds, strict=True))
+    stats: dict[str, Any] = {"source": folder.name, "settings": dict(settings.__dict__), "splits": {}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split in splits.split(","):
+        path = find_split(folder, split)
+        if path is None:
+            raise typer.BadParameter(f"{folder} has no {split} split")
+        gold = read_corpus(path, corpus=folder.name)
+        if settings.max_sentences:
+            gold = gold[: settings.max_sentences]
+        sents = matcher.annotate(gold, corpus=f"silver-{folder.name}")
+        write_docbin(sents, out_dir / f"{split}.spacy")
+        write_gliner_json(sents, out_dir / f"{split}.json")
+        evaluation = evaluate_silver(sents, gold, kind_of, kind_table)
+        stats["splits"][split] = {**split_stats(sents), "evaluation_vs_gold": evaluation}
+        micro = evaluation["micro"]
+        typer.echo(
+            f"{split}: {len(sents)} sentences, {sum(len(s.spans) for s in sents)} silver spans; vs gold "
+            f"P={micro['precision']:.3f} R={micro['recall']:.3f} F1={micro['f1']:.3f}"
+        )
+        for label, row in evaluation["per_label"].items():
+            typer.echo(
+                f"  {label}: P={row['precision']:.3f} R={row['recall']:.3f} ({row['silver_spans']} spans)"
+            )
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf8")
+    typer.echo(f"Wrote {out_dir}")
+
+
+def generate(
+    ctx: typer.Context,
+    out: Path = typer.Argument(..., help="Output GLiNER JSON file (progress kept in OUT.parts.jsonl)"),
+    n: int = typer.Option(0, help="Edges to sample (default: [generate] n)"),
+    seed: int = typer.Option(-1, help="Sampling seed (default: [generate] seed)"),
+    base_url: str = typer.Option("", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1"),
+    model: str = typer.Option("", help="Model name"),
+    api_key: str = typer.Option(None, help="API key (default: env var named by [generate] api_key_env)"),
+    concurrency: int = typer.Option(0, help="Requests in flight (default: [generate] concurrency)"),
+    config: str = typer.Option("configs/generate.cfg", help="Generation config (prompt, retries, ...)"),
+    linking: str = typer.Option("configs/linking.cfg", help="Config holding the [kg] section"),
+    labels: str = typer.Option(DEFAULT_LABELS_CFG, help="Label table ([kinds.*] prompts)"),
+    kg_nodes: str = typer.Option(None, help="KG node table (default: [kg] in the linking config)"),
+    kg_edges: list[str] = typer.Option(None, help="KG edge file(s) to sample from (repeatable)"),
+) -> None:
+    """Ask an LLM for one sentence per sampled KG edge (paper App. B); resumable, writes GLiNER JSON."""
+    from .generate import GenerateError, GenerateSettings
+    from .generate import generate as run_generate
+    from .labels import load_kind_table
+
+    mine, rest = _split_overrides(ctx, {"generate"})
+    settings = GenerateSettings.from_section(load_config(_resolve(config), mine)["generate"])
+    for name, value in (("n", n), ("base_url", base_url), ("model", model), ("concurrency", concurrency)):
+        if value:
+            setattr(settings, name, value)
+    if seed >= 0:
+        settings.seed = seed
+    kg = _load_kg(_linking_config(linking, ctx, rest), kg_nodes, kg_edges)
+    try:
+        stats = run_generate(kg, out, settings, load_kind_table(labels), api_key, log=typer.echo)
+    except GenerateError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"Wrote {out}: {stats}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the data commands to the package CLI."""
     app.command("convert")(convert)
     app.command("link-report", context_settings=OVERRIDES)(link_report)
     app.command("build-corpus", context_settings=OVERRIDES)(build_corpus_cmd)
+    app.command("silver", context_settings=OVERRIDES)(silver)
+    app.command("generate", context_settings=OVERRIDES)(generate)

@@ -22,6 +22,16 @@ def _register() -> None:
     from . import model_cli
 
     model_cli.register(app)
+    from . import assets, baseline, evaluate, packaging, slices
+
+    assets.register(app)
+    baseline.register(app)
+    evaluate.register(app)
+    packaging.register(app)
+    slices.register(app)
+    from . import distill_cli
+
+    distill_cli.register(app)
     from .data import cli as data_cli
 
     data_cli.register(app)

@@ -218,3 +218,41 @@ class SpanModel:
         lengths = torch.tensor([len(w) for w in windows], device=logits.device).view(batch_size, 1, 1)
         valid = ends < lengths
         return WindowScores(probs=torch.sigmoid(logits.float()), valid=valid)
+
+
+class DistillHeads(torch.nn.Module):
+    """MLP_span (student span vector → shared space) and MLP_dist (teacher row of H → shared space).
+
+    The paper trains both; with an MSE loss that has a trivial minimum (both map everything to
+    one point), so ``freeze_teacher`` keeps MLP_dist at its seeded random initialisation: a fixed
+    random projection of H cannot collapse, and the student must move towards it.
+    """
+
+    def __init__(
+        self, span_dim: int, teacher_dim: int, hidden: int, shared: int, dropout: float, freeze_teacher: bool
+    ) -> None:
+        super().__init__()
+        self.mlp_span = _mlp(span_dim, hidden, shared, dropout)
+        self.mlp_dist = _mlp(teacher_dim, hidden, shared, dropout)
+        if freeze_teacher:
+            self.mlp_dist.requires_grad_(False)
+        self.freeze_teacher = freeze_teacher
+
+    def train(self, mode: bool = True) -> DistillHeads:
+        """A frozen teacher projection stays deterministic (no dropout) in training too."""
+        super().train(mode)
+        if self.freeze_teacher:
+            self.mlp_dist.eval()
+        return self
+
+    def forward(self, spans: torch.Tensor, teacher_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        target = self.mlp_dist(teacher_rows)
+        if self.freeze_teacher:
+            target = target.detach()
+        return self.mlp_span(spans), target
+
+
+def _mlp(inp: int, hidden: int, out: int, dropout: float) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Linear(inp, hidden), torch.nn.GELU(), torch.nn.Dropout(dropout), torch.nn.Linear(hidden, out)
+    )

@@ -59,6 +59,11 @@ class SilverSettings:
         return cls.from_section(load_config(_resolve(path), overrides)["silver"])
 
 
+def _alnum(text: str) -> str:
+    """Letters and digits only, case kept: how short names are compared ("IL-2" = "IL2" != "il2")."""
+    return "".join(c for c in text if c.isalnum())
+
+
 def _token_pieces(tokens: Sequence[str], settings: LinkingSettings) -> tuple[list[str], list[int]]:
     """Normalised sub-tokens of a sentence and, for each, the index of the token it came from.
 
@@ -104,7 +109,7 @@ class SilverMatcher:
             if not toks or len(toks) > settings.max_name_tokens:
                 continue
             if len(compact) < settings.case_sensitive_chars:
-                self.exact_case[row] = {compact}
+                self.exact_case[row] = {_alnum(name)}
             for key in (" ".join(toks), "".join(toks)):
                 if row not in self.by_key[key]:
                     self.by_key[key].append(row)
@@ -130,7 +135,7 @@ class SilverMatcher:
                 # a match must cover whole tokens: no piece of its first/last token left outside
                 if (i > 0 and origin[i - 1] == start) or (i + n < len(pieces) and origin[i + n] == end - 1):
                     continue
-                surface = "".join(tokens[start:end])
+                surface = _alnum("".join(tokens[start:end]))
                 for key in (" ".join(pieces[i : i + n]), "".join(pieces[i : i + n])):
                     rows = self.by_key.get(key)
                     row = self._choose(rows, surface) if rows else None

@@ -171,7 +171,7 @@ def test_jsonl_and_docbin_errors(tmp_path: Path) -> None:
 def test_label_table() -> None:
     table = load_label_table()
     assert table["GENE"].prompt == "gene or gene product"
-    assert table["Chemical"].kg_kinds == ["Compound"]
+    assert table["Chemical"].kg_kinds == ["Compound", "Pharmacologic Class"]
     assert table["cell_line"].kg_kinds == []
     assert label_prompt("chemical", table) == "chemical"
     assert load_kind_table()["Side Effect"].gold_label == "Disease"

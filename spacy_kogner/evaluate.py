@@ -258,6 +258,49 @@ def training_meta(pipeline: Path, metrics_path: Path | None = None) -> dict[str,
     return meta
 
 
+def corpus_name(corpus: str | Path) -> str:
+    """``ner/NCBI-disease/test.tsv`` → ``NCBI-disease``: a split file is named by its folder."""
+    path = Path(corpus)
+    return path.parent.name if path.stem in ("train", "dev", "devel", "test") else path.stem
+
+
+def evaluate_nlp(
+    nlp: Any,
+    corpus: str | Path,
+    table: dict[str, Any],
+    *,
+    batch_size: int,
+    labels: Sequence[str] | None = None,
+    spans_key: str | None = None,
+    limit: int = 0,
+) -> dict[str, Any]:
+    """Score a loaded pipeline on one corpus (first ``limit`` sentences when > 0)."""
+    sentences = read_corpus(corpus)
+    if limit:
+        sentences = sentences[:limit]
+    labels = list(labels) if labels else corpus_labels(sentences)
+    if not labels:
+        raise ValueError(f"{corpus} has no gold spans, so it has no labels to evaluate")
+    gold = gold_spans(sentences, labels)
+    start = time.perf_counter()
+    pred, dropped = predict(nlp, sentences, labels, table, batch_size, spans_key)
+    seconds = time.perf_counter() - start
+    return {
+        "corpus": str(corpus),
+        "test": corpus_name(corpus),
+        "labels": labels,
+        "prompts": {lab: label_prompt(lab, table) for lab in labels},
+        "n_sentences": len(sentences),
+        "n_gold": len(gold),
+        "n_pred": len(pred),
+        "dropped_predictions": dropped,
+        "exact": exact_scores(gold, pred, labels).as_dict(),
+        "relaxed": relaxed_scores(gold, pred, labels),
+        "eval_seconds": seconds,
+        "sentences_per_s": len(sentences) / seconds if seconds else None,
+    }
+
+
 def evaluate_pipeline(
     pipeline: str | Path,
     corpus: str | Path,
@@ -275,35 +318,70 @@ def evaluate_pipeline(
 
     cfg = load_config(config)["evaluate"]
     table = load_label_table(labels_table or cfg["labels_table"])
-    sentences = read_corpus(corpus)
-    if limit:
-        sentences = sentences[:limit]
-    labels = list(labels) if labels else corpus_labels(sentences)
-    if not labels:
-        raise ValueError(f"{corpus} has no gold spans, so it has no labels to evaluate")
     nlp = spacy.load(pipeline)
-    gold = gold_spans(sentences, labels)
-    start = time.perf_counter()
-    pred, dropped = predict(nlp, sentences, labels, table, int(cfg["batch_size"]), spans_key)
-    seconds = time.perf_counter() - start
-    row: dict[str, Any] = {
-        "pipeline": str(pipeline),
-        "corpus": str(corpus),
-        "test": Path(corpus).resolve().parent.name if Path(corpus).suffix == ".tsv" else Path(corpus).stem,
-        "labels": labels,
-        "prompts": {lab: label_prompt(lab, table) for lab in labels},
-        "n_sentences": len(sentences),
-        "n_gold": len(gold),
-        "n_pred": len(pred),
-        "dropped_predictions": dropped,
-        "exact": exact_scores(gold, pred, labels).as_dict(),
-        "relaxed": relaxed_scores(gold, pred, labels),
-        "eval_seconds": seconds,
-        "sentences_per_s": len(sentences) / seconds if seconds else None,
-    }
+    row: dict[str, Any] = {"pipeline": str(pipeline)}
+    row.update(
+        evaluate_nlp(
+            nlp,
+            corpus,
+            table,
+            batch_size=int(cfg["batch_size"]),
+            labels=labels,
+            spans_key=spans_key,
+            limit=limit,
+        )
+    )
     row.update(training_meta(Path(pipeline), train_metrics))
     row.update(tags or {})
     return row
+
+
+def evaluate_suite(
+    config: str | Path, out_dir: str | Path, profile: str, overrides: dict[str, Any] | None = None
+) -> list[Path]:
+    """Score every ``[suite.*]`` pipeline on its test corpora in one process (one JSON per pair).
+
+    One process matters: loading torch, spaCy and a pipeline costs more than scoring a small test
+    split, and the smoke workflow must stay within minutes.
+    """
+    import spacy
+
+    cfg = load_config(config, overrides)
+    settings = dict(cfg["evaluate"])
+    if profile not in cfg.get("profiles", {}):
+        raise ValueError(f"Profile {profile!r} has no [profiles.{profile}] section in {config}")
+    settings.update(cfg["profiles"][profile])
+    table = load_label_table(settings["labels_table"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run, spec in cfg["suite"].items():
+        pipeline = Path(spec["pipeline"])
+        nlp = spacy.load(pipeline)
+        meta = training_meta(pipeline)
+        for corpus in spec["tests"]:
+            row: dict[str, Any] = {"run": run, "pipeline": str(pipeline)}
+            row.update(
+                evaluate_nlp(
+                    nlp, corpus, table, batch_size=int(settings["batch_size"]), limit=int(settings["limit"])
+                )
+            )
+            row.update(meta)
+            row.update(
+                {
+                    "system": spec["system"],
+                    "protocol": spec["protocol"],
+                    "train": spec["train"],
+                    "profile": profile,
+                    "eval_limit": int(settings["limit"]),
+                }
+            )
+            path = out / f"{run}__{row['test']}.json"
+            path.write_text(json.dumps(row, indent=2), encoding="utf8")
+            written.append(path)
+            ex, rx = row["exact"]["f"], row["relaxed"]["f"]
+            print(f"{run} on {row['test']}: exact F1 {ex:.1f}, relaxed F1 {rx:.1f}")
+    return written
 
 
 # ------------------------------------------------------------------------------------ report
@@ -520,5 +598,20 @@ def register(app: Any) -> None:
         paths = write_report(inputs, out_dir, config)
         typer.echo("Wrote " + ", ".join(str(p) for p in paths.values()))
 
+    def evaluate_suite_cmd(
+        ctx: typer.Context,
+        config: Path = typer.Argument(..., help="Evaluation config with [suite.*] entries"),
+        out_dir: Path = typer.Argument(..., help="Folder for one JSON per pipeline x test corpus"),
+        profile: str = typer.Option(..., help="Profile whose [profiles.NAME] settings apply"),
+    ) -> None:
+        """Evaluate every pipeline of the config's suite on its test corpora, in one process."""
+        from .config import parse_overrides
+
+        paths = evaluate_suite(config, out_dir, profile, parse_overrides(ctx.args))
+        typer.echo(f"Wrote {len(paths)} evaluation files to {out_dir}")
+
     app.command("evaluate")(evaluate_cmd)
+    app.command(
+        "evaluate-suite", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )(evaluate_suite_cmd)
     app.command("report")(report_cmd)

@@ -36,6 +36,7 @@ NODES = [
     ("Gene::3", "CAT", "Gene"),
     ("Gene::4", "SNCA", "Gene"),
     ("Compound::C1", "Lithium", "Compound"),
+    ("Compound::C2", "L-Tyrosine", "Compound"),
     ("Disease::D9", "seizure", "Disease"),
 ]
 LABELS = {
@@ -66,6 +67,8 @@ def make(settings: LinkingSettings, rules: list[str] | None = None, **kw) -> Lin
         ("normalized", "tumours", "Disease", "Side Effect::S3"),  # word variant neoplasm = tumor
         ("compact", "IL - 2", "GENE", "Gene::1"),
         ("reordered", "acute abdomen", "Disease", "Symptom::D3"),
+        ("reordered", "cancer of the breast", "Disease", "Disease::D2"),  # function words ignored
+        ("reordered", "tyrosine", "Chemical", "Compound::C2"),  # a name's stereo prefix is optional
         ("stripped", "IL2 gene", "GENE", "Gene::1"),
         ("head", "fragile X", "Disease", "Symptom::D4"),
     ],
@@ -98,6 +101,7 @@ def test_type_agreement_and_kind_order(settings: LinkingSettings) -> None:
     assert linker.link_text("seizures", "Disease")[0].node_id == "Disease::D9"
     assert linker.link_text("lithium", "Disease")[0] is None
     assert linker.link_text("lithium", "Chemical")[0].node_id == "Compound::C1"
+    assert linker.link_text("D - tyrosine", "Chemical")[0] is None  # a mention's prefix is information
     assert linker.link_text("IL2", "cell_line") == (None, False)
     assert linker.link_text("IL2", "UNKNOWN") == (None, False)
 

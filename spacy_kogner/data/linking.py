@@ -16,7 +16,9 @@ wins, and the rule's name is recorded as the span's ``match``):
    plurals stripped, and general medical word equivalences applied per token ("cardiac" =
    "heart", "neoplasm" = "tumor"; a short table in the config, not tuned to any corpus).
 5. ``compact``: the normalised tokens without spaces ("IL-2" = "IL2", "A-T" ≠ anything short).
-6. ``reordered``: the sorted normalised tokens ("Abdomen, Acute" = "acute abdomen").
+6. ``reordered``: the sorted normalised tokens without function words and a leading stereo
+   prefix on the KG-name side ("Abdomen, Acute" = "acute abdomen", "carcinoma of the bladder" =
+   "Bladder carcinoma", "tyrosine" = "L-Tyrosine").
 7. ``stripped``: a trailing parenthetical and generic head words ("gene", "protein") removed,
    then rules 4–6 again.
 8. ``head``: a generic disease head word ("syndrome", "disease") dropped from both the mention
@@ -79,6 +81,8 @@ class LinkingSettings:
     spelling: list[list[str]]
     word_variants: list[list[str]]
     strip_words: list[str]
+    function_words: list[str]
+    stereo_prefixes: list[str]
     generic_heads: list[str]
     fuzzy_threshold: float
     fuzzy_ngram: list[int]
@@ -147,7 +151,20 @@ def _strip(text: str, settings: LinkingSettings) -> str:
     return " ".join(words)
 
 
-def rule_keys(text: str, settings: LinkingSettings) -> dict[str, str]:
+def _reordered(toks: list[str], settings: LinkingSettings, is_name: bool) -> str:
+    """Sorted words without function words (rule 6); KG names also lose a leading stereo prefix.
+
+    "carcinoma of the bladder" = "Bladder carcinoma", "Abdomen, Acute" = "acute abdomen", and
+    "tyrosine" = "L-Tyrosine". Only the name side drops the prefix: in a mention it is
+    information ("d-amphetamine" is Dextroamphetamine, not Amphetamine).
+    """
+    words = [t for t in toks if t not in settings.function_words]
+    if is_name and len(words) > 1 and words[0] in settings.stereo_prefixes:
+        words = words[1:]
+    return " ".join(sorted(words))
+
+
+def rule_keys(text: str, settings: LinkingSettings, is_name: bool = False) -> dict[str, str]:
     """The lookup key of each string rule for one text (empty keys are dropped)."""
     toks = normal_tokens(text, settings)
     keys = {
@@ -155,7 +172,7 @@ def rule_keys(text: str, settings: LinkingSettings) -> dict[str, str]:
         "case": "".join(fold(text).split()),
         "normalized": " ".join(toks),
         "compact": "".join(toks),
-        "reordered": " ".join(sorted(toks)) if len(toks) > 1 else "",
+        "reordered": _reordered(toks, settings, is_name),
     }
     heads = toks[:-1] if len(toks) > 1 and toks[-1] in settings.generic_heads else toks
     keys["head"] = " ".join(heads)
@@ -324,7 +341,7 @@ class Linker:
         self.keys: dict[str, dict[str, list[int]]] = {r: defaultdict(list) for r in _KEY_RULES}
         self._exact_names: set[tuple[int, str]] = set()
         for row, name in entries:
-            for rule, key in rule_keys(name, settings).items():
+            for rule, key in rule_keys(name, settings, is_name=True).items():
                 if row not in self.keys[rule][key]:
                     self.keys[rule][key].append(row)
             self._exact_names.add((row, "".join(name.split())))

@@ -135,9 +135,7 @@ def expected(kg: KnowledgeGraph, settings: GenerateSettings, edges: list[int]) -
             type2=kinds[kg.kinds[b]].prompt,
         )
         kind = behaviour(user)
-        out[
-            {"ok": "ok", "fenced": "ok", "flaky": "ok", "malformed": "malformed", "missing": "filtered"}[kind]
-        ] += 1
+        out[{"ok": "ok", "fenced": "ok", "flaky": "ok", "malformed": "malformed", "missing": "filtered"}[kind]] += 1
     return out
 
 
@@ -151,10 +149,7 @@ def test_parse_and_filter() -> None:
     )
     assert rec["tokenized_text"] == tokenize("IL-2 binds alpha-synuclein .")
     assert rec["ner"] == [[0, 0, "gene"], [2, 2, "gene"]] and rec["kge"] == ["G::1", "G::2"]
-    assert (
-        build_record({"tokenized_text": "IL-2 alone ."}, [("G::1", "IL-2", "g"), ("G::2", "TP53", "g")])
-        is None
-    )
+    assert build_record({"tokenized_text": "IL-2 alone ."}, [("G::1", "IL-2", "g"), ("G::2", "TP53", "g")]) is None
 
 
 def test_generate_end_to_end(server, kg: KnowledgeGraph, tmp_path: Path) -> None:
@@ -190,9 +185,7 @@ def test_generate_end_to_end(server, kg: KnowledgeGraph, tmp_path: Path) -> None
 
 def test_bad_key_and_unreachable(server, kg: KnowledgeGraph, tmp_path: Path) -> None:
     with pytest.raises(GenerateError, match="bad API key"):
-        generate(
-            kg, tmp_path / "a.json", settings_for(server, n=3), load_kind_table(), api_key="wrong", log=print
-        )
+        generate(kg, tmp_path / "a.json", settings_for(server, n=3), load_kind_table(), api_key="wrong", log=print)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -212,9 +205,7 @@ def test_resume_after_kill(server, kg_files: tuple[Path, Path], kg: KnowledgeGra
         "--base-url", url(server), "--concurrency", "2", "--kg-nodes", str(kg_files[0]),
         "--kg-edges", str(kg_files[1]), "--generate.backoff_base", "0.01", "--generate.timeout", "5",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy()
-    )
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
     deadline = time.time() + 60
     while time.time() < deadline and (not parts.exists() or parts.read_text().count("\n") < 5):
         time.sleep(0.05)

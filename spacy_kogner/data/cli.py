@@ -104,8 +104,7 @@ def link_report(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report + "\n", encoding="utf8")
         summary = {
-            f"{c}/{lab}": {"mentions": n, "linked": stats.linked[(c, lab)]}
-            for (c, lab), n in stats.total.items()
+            f"{c}/{lab}": {"mentions": n, "linked": stats.linked[(c, lab)]} for (c, lab), n in stats.total.items()
         }
         out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf8")
 
@@ -198,9 +197,7 @@ def silver(
             f"P={micro['precision']:.3f} R={micro['recall']:.3f} F1={micro['f1']:.3f}"
         )
         for label, row in evaluation["per_label"].items():
-            typer.echo(
-                f"  {label}: P={row['precision']:.3f} R={row['recall']:.3f} ({row['silver_spans']} spans)"
-            )
+            typer.echo(f"  {label}: P={row['precision']:.3f} R={row['recall']:.3f} ({row['silver_spans']} spans)")
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf8")
     typer.echo(f"Wrote {out_dir}")
 

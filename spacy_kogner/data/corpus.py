@@ -45,9 +45,7 @@ def resolve_corpus_dir(name_or_dir: str, mirror: str | Path) -> Path:
     raise CorpusFormatError(name_or_dir, None, f"not a folder and not a corpus under {mirror}")
 
 
-def read_splits(
-    sources: list[str], mirror: str | Path, max_sentences: int | None = None
-) -> dict[str, list[Sentence]]:
+def read_splits(sources: list[str], mirror: str | Path, max_sentences: int | None = None) -> dict[str, list[Sentence]]:
     """Read (and pool) the train/dev/test splits of one or more corpora; a missing split is empty.
 
     Pooled corpora keep their own ``corpus`` name per sentence, so each record's label set stays

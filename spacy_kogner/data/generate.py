@@ -80,9 +80,7 @@ class GenerateSettings:
         return cls(**section)
 
     @classmethod
-    def from_config(
-        cls, path: str | Path = DEFAULT_GENERATE_CFG, overrides: dict | None = None
-    ) -> GenerateSettings:
+    def from_config(cls, path: str | Path = DEFAULT_GENERATE_CFG, overrides: dict | None = None) -> GenerateSettings:
         return cls.from_section(load_config(_resolve(path), overrides)["generate"])
 
 
@@ -252,9 +250,7 @@ def generate(
     header = {"seed": settings.seed, "n": len(edges), "kg": kg.fingerprint(), "model": settings.model}
     old_header, done = _read_parts(parts)
     if old_header is not None and old_header != header:
-        raise GenerateError(
-            f"{parts} belongs to another run ({old_header}); use another output path or delete it"
-        )
+        raise GenerateError(f"{parts} belongs to another run ({old_header}); use another output path or delete it")
     key = api_key if api_key is not None else os.environ.get(settings.api_key_env)
     client = ChatClient(settings, key)
     todo = [j for j in edges if j not in done]

@@ -102,9 +102,7 @@ class LinkingSettings:
         return settings
 
     @classmethod
-    def from_config(
-        cls, path: str | Path = DEFAULT_LINKING_CFG, overrides: dict | None = None
-    ) -> LinkingSettings:
+    def from_config(cls, path: str | Path = DEFAULT_LINKING_CFG, overrides: dict | None = None) -> LinkingSettings:
         """Read the ``[linking]`` section of a config file."""
         from .labels import _resolve
 
@@ -300,9 +298,7 @@ class LinkStats:
     by_match: Counter = field(default_factory=Counter)
     wrong_kind: Counter = field(default_factory=Counter)
     no_kind: Counter = field(default_factory=Counter)
-    examples: dict[str, list[tuple[str, str, str, str, str]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
+    examples: dict[str, list[tuple[str, str, str, str, str]]] = field(default_factory=lambda: defaultdict(list))
 
 
 def read_synonyms(path: str | Path) -> list[tuple[str, str]]:
@@ -348,9 +344,7 @@ class Linker:
         self._fuzzy: Any = None
 
     @classmethod
-    def from_kg(
-        cls, kg: Any, label_table: dict[str, LabelInfo], settings: LinkingSettings, **kw: Any
-    ) -> Linker:
+    def from_kg(cls, kg: Any, label_table: dict[str, LabelInfo], settings: LinkingSettings, **kw: Any) -> Linker:
         """Build from any KG object with ``node_ids``, ``names`` and ``kinds`` (see ``teacher.graph``)."""
         return cls(kg.node_ids, kg.names, kg.kinds, label_table, settings, **kw)
 
@@ -360,9 +354,7 @@ class Linker:
         ok = [r for r in rows if self.kinds[r] in allowed]
         if not ok:
             return None
-        return min(
-            ok, key=lambda r: (allowed.index(self.kinds[r]), (r, exact_key) not in self._exact_names, r)
-        )
+        return min(ok, key=lambda r: (allowed.index(self.kinds[r]), (r, exact_key) not in self._exact_names, r))
 
     def _lookup(self, text: str, allowed: list[str]) -> tuple[int | None, str | None, bool]:
         """(row, rule, wrong_kind_seen) for the first string rule that hits with an allowed kind."""
@@ -393,9 +385,7 @@ class Linker:
                 return row, "head", wrong
         return None, None, wrong
 
-    def link_text(
-        self, text: str, label: str, abbreviations: dict[str, str] | None = None
-    ) -> tuple[Link | None, bool]:
+    def link_text(self, text: str, label: str, abbreviations: dict[str, str] | None = None) -> tuple[Link | None, bool]:
         """Link one mention of one label: (link or None, whether a wrong-kind string hit was seen)."""
         info = self.label_table.get(label)
         if info is None or not info.kg_kinds:
@@ -512,9 +502,7 @@ class Linker:
         key = (sent.corpus, span.label)
         stats.linked[key] += 1
         stats.by_match[(sent.corpus, span.label, link.match)] += 1
-        stats.examples[link.match].append(
-            (sent.corpus, span.label, text, link.node_id, " ".join(sent.tokens))
-        )
+        stats.examples[link.match].append((sent.corpus, span.label, text, link.node_id, " ".join(sent.tokens)))
 
 
 def _documents(sentences: list[Sentence]) -> Iterable[list[Sentence]]:
@@ -537,9 +525,7 @@ def format_report(stats: LinkStats, names: dict[str, str], settings: LinkingSett
     lines = ["corpus\tlabel\tmentions\tlinked\tcoverage\twrong_kind_only\tno_kg_kind"]
     for key in sorted(stats.total):
         n, k = stats.total[key], stats.linked[key]
-        lines.append(
-            f"{key[0]}\t{key[1]}\t{n}\t{k}\t{k / n:.1%}\t{stats.wrong_kind[key]}\t{stats.no_kind[key]}"
-        )
+        lines.append(f"{key[0]}\t{key[1]}\t{n}\t{k}\t{k / n:.1%}\t{stats.wrong_kind[key]}\t{stats.no_kind[key]}")
     per_corpus: Counter = Counter()
     per_corpus_linked: Counter = Counter()
     for (corpus, _), n in stats.total.items():

@@ -174,9 +174,7 @@ def read_iob(path: str | Path, corpus: str = "") -> list[Sentence]:
                 raise CorpusFormatError(path, lineno, "empty token")
             m = _TAG_RE.match(tag)
             if m is None:
-                raise CorpusFormatError(
-                    path, lineno, f"expected a tag 'O' or '<B|I|E|S|L|U>-LABEL', got {tag!r}"
-                )
+                raise CorpusFormatError(path, lineno, f"expected a tag 'O' or '<B|I|E|S|L|U>-LABEL', got {tag!r}")
             i = len(tokens)
             tokens.append(token)
             prefix, label = m.group(1), m.group(2)
@@ -384,8 +382,7 @@ def write_jsonl(sentences: list[Sentence], path: str | Path) -> None:
             rec = {
                 "tokens": s.tokens,
                 "spans": [
-                    {"start": p.start, "end": p.end, "label": p.label, "kge": p.kge, "match": p.match}
-                    for p in s.spans
+                    {"start": p.start, "end": p.end, "label": p.label, "kge": p.kge, "match": p.match} for p in s.spans
                 ],
                 "corpus": s.corpus,
                 "doc_id": s.doc_id,

@@ -53,9 +53,7 @@ class SilverSettings:
         return cls(**section)
 
     @classmethod
-    def from_config(
-        cls, path: str | Path = DEFAULT_SILVER_CFG, overrides: dict | None = None
-    ) -> SilverSettings:
+    def from_config(cls, path: str | Path = DEFAULT_SILVER_CFG, overrides: dict | None = None) -> SilverSettings:
         return cls.from_section(load_config(_resolve(path), overrides)["silver"])
 
 
@@ -247,7 +245,5 @@ def evaluate_silver(
         }
     all_tp, all_p = sum(tp.values()), sum(tp.values()) + sum(fp.values())
     all_g = sum(tp.values()) + sum(fn.values())
-    per_kind = {
-        k: {"silver_spans": kind_n[k], "precision": round(kind_tp[k] / kind_n[k], 4)} for k in sorted(kind_n)
-    }
+    per_kind = {k: {"silver_spans": kind_n[k], "precision": round(kind_tp[k] / kind_n[k], 4)} for k in sorted(kind_n)}
     return {"micro": prf(all_tp, all_p, all_g), "per_label": per_label, "per_kind": per_kind}

@@ -126,17 +126,13 @@ class SpanModel:
             try:
                 json.loads((local / GLINER_CONFIG).read_text(encoding="utf8"))
             except ValueError as err:
-                raise ModelLoadError(
-                    f"Model folder {local}: {GLINER_CONFIG} is not valid JSON ({err})."
-                ) from err
+                raise ModelLoadError(f"Model folder {local}: {GLINER_CONFIG} is not valid JSON ({err}).") from err
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = gliner.GLiNER.from_pretrained(str(path), local_files_only=local.exists())
         except Exception as err:  # noqa: BLE001 - torch/safetensors raise many types on corrupt files
-            raise ModelLoadError(
-                f"Cannot load GLiNER model from {path}: {type(err).__name__}: {err}"
-            ) from err
+            raise ModelLoadError(f"Cannot load GLiNER model from {path}: {type(err).__name__}: {err}") from err
         return cls(model)
 
     def save(self, path: str | Path) -> None:
@@ -159,9 +155,7 @@ class SpanModel:
     def max_subwords(self) -> int:
         """Encoder input length limit (tokenizer and position embeddings)."""
         limits = [int(self.tokenizer.model_max_length)]
-        positions = getattr(
-            self.gliner.model.token_rep_layer.bert_layer.model.config, "max_position_embeddings", None
-        )
+        positions = getattr(self.gliner.model.token_rep_layer.bert_layer.model.config, "max_position_embeddings", None)
         if positions:
             limits.append(int(positions))
         return min(limits)
@@ -200,8 +194,7 @@ class SpanModel:
     ) -> dict[str, Any]:
         """GLiNER's own collation of pre-tokenized windows with a fixed prompt list."""
         items = [
-            {"tokenized_text": words, "ner": (ner[i] if ner is not None else None)}
-            for i, words in enumerate(windows)
+            {"tokenized_text": words, "ner": (ner[i] if ner is not None else None)} for i, words in enumerate(windows)
         ]
         return self.gliner.collate_batch(items, list(prompts), self._collator)
 
@@ -210,14 +203,55 @@ class SpanModel:
         """Sigmoid scores of every candidate span (up to ``max_width`` words) for every prompt."""
         self.gliner.eval()
         batch = self.collate([self.model_words(w) for w in windows], prompts)
-        output = self.gliner.run_batch(batch, threshold=0.0)
-        logits = output.logits
+        logits = self._fast_logits(batch)
+        if logits is None:
+            logits = self.gliner.run_batch(batch, threshold=0.0).logits
         batch_size, length, width, _ = logits.shape
         starts = torch.arange(length, device=logits.device).view(1, length, 1)
         ends = starts + torch.arange(width, device=logits.device).view(1, 1, width)
         lengths = torch.tensor([len(w) for w in windows], device=logits.device).view(batch_size, 1, 1)
         valid = ends < lengths
         return WindowScores(probs=torch.sigmoid(logits.float()), valid=valid)
+
+    def _fast_logits(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """GLiNER's markerV0 span scores, computed without materialising span vectors.
+
+        In GLiNER, span (l, k) gets ``s = W2·relu(W1·relu([start_l ; end_{l+k}]) + b1) + b2`` and its
+        score for label c is ``s·p_c``. Both linear maps split exactly: ``W1·[a ; e] = W1a·a + W1e·e``
+        is computed once per *word* instead of once per span, and ``(W2·h + b2)·p_c =
+        h·(W2ᵀp_c) + b2·p_c`` moves W2 onto the few label vectors. Same numbers as the model's own
+        forward (a test checks it), a fraction of the span-layer cost. Returns None for other span
+        modes or context encoders, which then take GLiNER's own forward.
+        """
+        from gliner.modeling.span_rep import SpanMarkerV0
+
+        core = self.gliner.model
+        rep_layer = getattr(core, "span_rep_layer", None)
+        marker = getattr(rep_layer, "span_rep_layer", None)
+        if not isinstance(marker, SpanMarkerV0) or type(rep_layer.context_encoder).__name__ != "IdentityContextEncoder":
+            return None
+        device = self.device
+        inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        extra = {k: inputs[k] for k in ("token_lengths", "word_lengths") if k in inputs}
+        reps = core.get_representations(
+            inputs["input_ids"], inputs["attention_mask"], inputs["text_lengths"], inputs["words_mask"], **extra
+        )
+        width = self.max_width
+        n_words = inputs["span_idx"].size(1) // width
+        words, _ = core._fit_length(reps.words_embedding, reps.mask, n_words)
+        prompts, _ = core._fit_length(
+            reps.prompts_embedding, reps.prompts_embedding_mask, reps.prompts_embedding.size(1)
+        )
+        prompts = core.prompt_rep_layer(prompts)
+        first, second = marker.out_project[0], marker.out_project[-1]
+        dim = words.size(-1)
+        start = marker.project_start(words).relu() @ first.weight[:, :dim].T + first.bias
+        end = marker.project_end(words).relu() @ first.weight[:, dim:].T
+        offsets = torch.arange(n_words, device=device).view(-1, 1) + torch.arange(width, device=device).view(1, -1)
+        hidden = (start.unsqueeze(2) + end[:, offsets.clamp(max=max(n_words - 1, 0))]).relu()
+        label_vecs = prompts @ second.weight
+        label_bias = prompts @ second.bias
+        return torch.einsum("blkh,bch->blkc", hidden, label_vecs) + label_bias[:, None, None, :]
 
 
 class DistillHeads(torch.nn.Module):

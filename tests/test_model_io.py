@@ -59,9 +59,7 @@ def test_gliner_checkpoint_folder_is_a_model_source(span_model, tmp_path):
 
 def test_span_vectors_before_label_scoring_are_exposed(span_model):
     batch = span_model.collate([["breast", "cancer", "is", "bad"]], ["disease"], ner=[[[0, 1, "disease"]]])
-    out = span_model.gliner.model(
-        **{k: v for k, v in batch.items() if hasattr(v, "shape")}, return_embeddings=True
-    )
+    out = span_model.gliner.model(**{k: v for k, v in batch.items() if hasattr(v, "shape")}, return_embeddings=True)
     assert out.span_embeddings.shape[:3] == (1, 4, span_model.max_width)
 
 
@@ -70,9 +68,7 @@ def test_missing_or_corrupt_model_folder(span_model, tmp_path, damage):
     folder = tmp_path / "m"
     if damage != "missing":
         span_model.save(folder)
-    weights = (
-        next(p for p in folder.glob("*") if p.suffix in (".bin", ".safetensors")) if folder.exists() else None
-    )
+    weights = next(p for p in folder.glob("*") if p.suffix in (".bin", ".safetensors")) if folder.exists() else None
     if damage == "no_config":
         (folder / "gliner_config.json").unlink()
     elif damage == "no_weights":
@@ -94,3 +90,19 @@ def test_corrupt_pipeline_folder_names_what_is_missing(tmp_path, make_nlp):
     (tmp_path / "pipe" / "kogner" / "kogner.json").unlink()
     with pytest.raises(ModelLoadError, match="kogner.json"):
         spacy.load(tmp_path / "pipe")
+
+
+def test_fast_span_scoring_equals_gliner_forward(span_model):
+    """The factorised markerV0 scoring gives GLiNER's own logits on every valid span."""
+    import torch
+
+    windows = [["BRCA1", "mutations", "cause", "breast", "cancer", "."], ["x"], ["Aspirin", "is", "a", "drug"] * 8]
+    prompts = ["disease", "gene", "chemical"]
+    batch = span_model.collate([span_model.model_words(w) for w in windows], prompts)
+    span_model.gliner.eval()
+    with torch.inference_mode():
+        reference = span_model.gliner.run_batch(batch, threshold=0.0).logits
+        fast = span_model._fast_logits(batch)
+    valid = span_model.score_windows(windows, prompts).valid
+    assert fast is not None and fast.shape == reference.shape
+    assert (fast - reference)[valid].abs().max() < 1e-4

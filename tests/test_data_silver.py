@@ -151,6 +151,7 @@ def test_build_corpus_cli(tiny: dict[str, Path]) -> None:
     assert recs[1]["ner"] == [[0, 0, "Disease"], [2, 2, "Chemical"], [4, 4, "Disease"]]
     assert recs[1]["kge"] == ["Symptom::2", "Compound::1", None]
     assert recs[0]["labels"] == ["Chemical", "Disease"] and recs[0]["corpus"] == "TINY"
+    assert set(recs[0]) == {"tokenized_text", "ner", "kge", "corpus", "labels"}
     docs = read_corpus(out / "dev.spacy")
     assert [s.kge for s in docs[1].spans] == ["Symptom::2", "Compound::1", None]
     stats = json.loads((out / "stats.json").read_text())

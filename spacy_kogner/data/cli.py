@@ -188,7 +188,7 @@ def silver(
             gold = gold[: settings.max_sentences]
         sents = matcher.annotate(gold, corpus=f"silver-{folder.name}")
         write_docbin(sents, out_dir / f"{split}.spacy")
-        write_gliner_json(sents, out_dir / f"{split}.json")
+        write_gliner_json(sents, out_dir / f"{split}.json", extras=False)
         evaluation = evaluate_silver(sents, gold, kind_of, kind_table)
         stats["splits"][split] = {**split_stats(sents), "evaluation_vs_gold": evaluation}
         micro = evaluation["micro"]

@@ -101,7 +101,7 @@ def build_corpus(
         if linker is not None:
             linker.link_sentences(sents)
         write_docbin(sents, out / f"{split}.spacy")
-        write_gliner_json(sents, out / f"{split}.json", label_sets=sorted_sets)
+        write_gliner_json(sents, out / f"{split}.json", label_sets=sorted_sets, extras=False)
         stats["splits"][split] = split_stats(sents)
     stats.update(extra_stats or {})
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf8")

@@ -303,8 +303,12 @@ def read_gliner_json(path: str | Path, corpus: str = "") -> list[Sentence]:
     return out
 
 
-def sentence_to_gliner(sent: Sentence, labels: list[str] | None = None, with_match: bool = False) -> dict:
-    """The training-ready GLiNER record (inclusive ends, one ``kge`` entry per ``ner`` entry)."""
+def sentence_to_gliner(sent: Sentence, labels: list[str] | None = None, extras: bool = False) -> dict:
+    """The training-ready GLiNER record (inclusive ends, one ``kge`` entry per ``ner`` entry).
+
+    ``extras`` adds ``match`` and ``doc_id`` so that a GLiNER JSON file round-trips everything a
+    ``Sentence`` holds; training-ready folders leave them out and keep exactly the five fields.
+    """
     spans = sorted(sent.spans, key=lambda s: (s.start, s.end, s.label))
     rec: dict[str, Any] = {
         "tokenized_text": list(sent.tokens),
@@ -313,10 +317,10 @@ def sentence_to_gliner(sent: Sentence, labels: list[str] | None = None, with_mat
         "corpus": sent.corpus,
         "labels": list(labels) if labels is not None else sorted({s.label for s in spans}),
     }
-    if sent.doc_id is not None:
-        rec["doc_id"] = sent.doc_id
-    if with_match:
+    if extras:
         rec["match"] = [s.match for s in spans]
+        if sent.doc_id is not None:
+            rec["doc_id"] = sent.doc_id
     return rec
 
 
@@ -332,11 +336,11 @@ def write_gliner_json(
     sentences: list[Sentence],
     path: str | Path,
     label_sets: dict[str, list[str]] | None = None,
-    with_match: bool = True,
+    extras: bool = True,
 ) -> None:
     """Write GLiNER JSON; ``label_sets`` (corpus → labels) defaults to the labels seen per corpus."""
     label_sets = label_sets or corpus_label_sets(sentences)
-    records = [sentence_to_gliner(s, label_sets.get(s.corpus), with_match) for s in sentences]
+    records = [sentence_to_gliner(s, label_sets.get(s.corpus), extras) for s in sentences]
     with Path(path).open("w", encoding="utf8") as fh:
         fh.write("[\n")
         for i, rec in enumerate(records):

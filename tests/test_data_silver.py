@@ -118,6 +118,15 @@ def test_evaluate_silver() -> None:
     assert ev["per_label"]["Chemical"]["precision"] == 1.0
     assert ev["micro"]["precision"] == 0.5 and ev["micro"]["recall"] == round(2 / 3, 4)
     assert ev["per_kind"]["Disease"] == {"silver_spans": 1, "precision": 1.0}
+    # pooled: a chemical hit in a sentence of a disease-only corpus is not scored
+    pooled_gold = [*gold, Sentence(["x", "y"], [Span(0, 1, "Disease")], "DiseaseOnly")]
+    pooled_silver = [
+        *silver,
+        Sentence(["x", "y"], [Span(0, 1, "disease", "Disease::1"), Span(1, 2, "c", "Compound::1")]),
+    ]
+    ev2 = evaluate_silver(pooled_silver, pooled_gold, kind_of, KINDS)
+    assert ev2["per_label"]["Chemical"] == ev["per_label"]["Chemical"]
+    assert ev2["per_label"]["Disease"]["recall"] == round(2 / 3, 4)
 
 
 # ----------------------------------------------------------------------------- CLI on tiny data

@@ -197,10 +197,14 @@ def evaluate_silver(
 ) -> dict[str, Any]:
     """Exact-span precision/recall/F1 of silver spans against gold, per gold label and per KG kind.
 
-    Only silver spans whose kind maps to a label the gold corpus annotates are scored (a gene hit
-    in a disease-only corpus is neither right nor wrong there); ``kind_of`` maps node id → kind.
+    Only silver spans whose kind maps to a label the sentence's own gold corpus annotates are
+    scored (a gene hit in a disease-only corpus is neither right nor wrong there; pooled corpora
+    keep their label sets apart); ``kind_of`` maps node id → kind.
     """
-    gold_labels = {s.label for x in gold for s in x.spans}
+    corpus_labels: dict[str, set[str]] = defaultdict(set)
+    for x in gold:
+        corpus_labels[x.corpus].update(s.label for s in x.spans)
+    gold_labels = set().union(*corpus_labels.values()) if corpus_labels else set()
     tp: Counter = Counter()
     fp: Counter = Counter()
     fn: Counter = Counter()
@@ -213,7 +217,7 @@ def evaluate_silver(
         for sp in s_sent.spans:
             kind = kind_of.get(sp.kge or "", "")
             label = kind_table[kind].gold_label if kind in kind_table else ""
-            if label not in gold_labels:
+            if label not in corpus_labels[g_sent.corpus]:
                 continue
             key = (sp.start, sp.end, label)
             if key in pred:

@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/install.sh
 export KOGNER_ASSETS_MIRROR="${KOGNER_ASSETS_MIRROR:-$(cd .. && pwd)/shared/data}"
-.venv/bin/python -m spacy project assets .
+# The workflow's first step (`assets`) links the mirror's files (or downloads them) and checks md5s.
 .venv/bin/python -m spacy project run all . "$@"

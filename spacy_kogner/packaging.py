@@ -87,7 +87,9 @@ def check_install(wheel: Path, package: str, venv_dir: Path, text: str) -> dict[
     """Install the wheel offline into a fresh venv layered over this one; load and annotate there."""
     if venv_dir.exists():
         shutil.rmtree(venv_dir)
-    venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
+    # No pip of its own: its bundled (older) setuptools would shadow the parent's and fail the resolve;
+    # the parent's pip, seen through the .pth below, installs into this venv's own prefix.
+    venv.EnvBuilder(with_pip=False, clear=True).create(venv_dir)
     python = venv_dir / "bin" / "python"
     purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip()
     # addsitedir (not a bare path) so the parent's own .pth files, e.g. editable installs, apply too.

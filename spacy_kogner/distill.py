@@ -84,9 +84,7 @@ def check_config(cfg: dict[str, Any], path: str | Path) -> None:
     if t["b"] > 0 and not teacher:
         raise ConfigError("training.b > 0 needs paths.teacher (an H store written by `teacher`)")
     if teacher and not Path(teacher).is_dir():
-        raise ConfigError(
-            f"Teacher H store not found: {teacher} (run `python -m spacy_kogner teacher` first)"
-        )
+        raise ConfigError(f"Teacher H store not found: {teacher} (run `python -m spacy_kogner teacher` first)")
 
 
 def read_records(path: str | Path, limit: int = 0) -> list[Record]:
@@ -95,9 +93,7 @@ def read_records(path: str | Path, limit: int = 0) -> list[Record]:
     if not path.is_file():
         raise ConfigError(f"Training corpus not found: {path}")
     raw = json.loads(path.read_text(encoding="utf8"))
-    sentences = [
-        gliner_record_to_sentence(rec, rec.get("corpus", path.stem), path, i) for i, rec in enumerate(raw)
-    ]
+    sentences = [gliner_record_to_sentence(rec, rec.get("corpus", path.stem), path, i) for i, rec in enumerate(raw)]
     seen_sets = corpus_label_sets(sentences)
     records = []
     for rec, sent in zip(raw, sentences, strict=True):
@@ -280,10 +276,8 @@ class Distiller:
         if self.t["b"] > 0 and where:
             b_idx, s_idx, w_idx = (torch.tensor(x, device=self.device) for x in zip(*where, strict=True))
             spans = out.span_embeddings[b_idx, s_idx, w_idx]
-            order = np.argsort(rows)  # memmap reads in row order; only these rows are read
-            h = np.empty((len(rows), self.store.dim), dtype=np.float32)
-            h[order] = self.store.H[np.asarray(rows)[order]]
-            student, teacher = self.heads(spans, torch.from_numpy(h).to(self.device))
+            h = torch.from_numpy(self.store.rows(rows)).to(self.device)  # only these rows are read
+            student, teacher = self.heads(spans, h)
             l_dist = dist_loss(self.t["dist_loss"], student, teacher, rows, self.t["temperature"])
             if len(rows) > 1:
                 var = float(teacher.detach().var(0).mean())
@@ -391,9 +385,7 @@ class Distiller:
                     if dev["f"] > best:
                         best, best_step = dev["f"], done
                         self.pipeline().to_disk(self.out / "model-best")
-                bar.set_postfix(
-                    loss=f"{parts['loss']:.2f}", dist=f"{parts['l_dist']:.3f}", best_f=f"{best:.3f}"
-                )
+                bar.set_postfix(loss=f"{parts['loss']:.2f}", dist=f"{parts['l_dist']:.3f}", best_f=f"{best:.3f}")
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
                 if done % self.t["checkpoint_every"] == 0 or done == stop:

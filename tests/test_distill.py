@@ -140,3 +140,37 @@ def test_no_linked_span_gives_zero_dist_loss_without_breaking_the_graph(tmp_path
     trainer = Distiller(cfg, tmp_path / "o")
     parts = trainer.step(0)
     assert parts["l_dist"] == 0.0 and parts["linked_spans"] == 0
+
+
+def write_teacher(folder: Path) -> Path:
+    """A small real H store (random blocks) over the toy corpus's node ids."""
+    from spacy_kogner.teacher.store import write_store
+
+    ids = ["Disease::1", "Compound::1", "Disease::2", "Compound::2", "Compound::3", "Symptom::1", "Gene::9"]
+    rng = np.random.default_rng(0)
+    blocks = {
+        "Z": rng.normal(size=(7, 8)),
+        "Z_prime": rng.normal(size=(7, 4)),
+        "Z_double_prime": rng.normal(size=(7, 4)),
+    }
+    write_store(folder, blocks, ids, ids, [i.split("::")[0] for i in ids], {"test": True})
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["mse", "mse_frozen", "infonce"])
+def test_linked_spans_give_a_positive_dist_loss_that_reaches_the_encoder(tmp_path, kind):
+    store = write_teacher(tmp_path / "teacher")
+    cfg = load_config(
+        CFG, overrides(tmp_path, **{"paths.teacher": str(store), "training.b": 1.0, "training.a": 0.0,
+                                    "training.dist_loss": kind, "training.batch_size": 6})
+    )  # fmt: skip
+    check_config(cfg, CFG)
+    trainer = Distiller(cfg, tmp_path / "o")
+    assert trainer.linked_share == pytest.approx(6 / 8)
+    encoder = trainer.student.gliner.model.token_rep_layer.bert_layer
+    before = [p.detach().clone() for p in encoder.parameters()]
+    parts = trainer.step(0)
+    assert parts["linked_spans"] == 6 and parts["l_dist"] > 0
+    assert parts["teacher_var"] > 0
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
+    assert changed > 0  # with a = 0 only L_dist moves the encoder

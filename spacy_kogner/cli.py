@@ -35,6 +35,9 @@ def _register() -> None:
     from .data import cli as data_cli
 
     data_cli.register(app)
+    from .teacher import cli as teacher_cli
+
+    teacher_cli.register(app)
 
 
 _register()

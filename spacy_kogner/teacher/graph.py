@@ -233,8 +233,7 @@ class KnowledgeGraph:
                 raise KGError(f"{nodes_path}:{line_no}: empty node id in column '{id_col}'")
             if node_id in index:
                 raise KGError(
-                    f"{nodes_path}:{line_no}: duplicate node id '{node_id}' "
-                    f"(first seen on line {first_line[node_id]})"
+                    f"{nodes_path}:{line_no}: duplicate node id '{node_id}' (first seen on line {first_line[node_id]})"
                 )
             index[node_id] = len(node_ids)
             first_line[node_id] = line_no

@@ -1,0 +1,63 @@
+"""The H store: write, memory-mapped load, id/name lookups, and clear errors for broken folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from spacy_kogner.teacher.store import HStore, StoreError, normalise_name, write_store
+
+
+@pytest.fixture()
+def store_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    blocks = {
+        "Z": rng.normal(size=(4, 6)).astype(np.float32),
+        "Z_prime": rng.normal(size=(4, 3)).astype(np.float32),
+        "Z_double_prime": rng.normal(size=(4, 2)).astype(np.float32),
+    }
+    ids = ["Gene::1", "Disease::D1", "Disease::D2", "Compound::C1"]
+    names = ["BRCA1", "Breast  Cancer", "breast cancer", "aspirin"]
+    kinds = ["Gene", "Disease", "Disease", "Compound"]
+    write_store(tmp_path / "store", blocks, ids, names, kinds, {"seed": 0})
+    return tmp_path / "store", blocks
+
+
+def test_roundtrip_and_lookups(store_dir):
+    folder, blocks = store_dir
+    store = HStore.load(folder)
+    assert isinstance(store.H, np.memmap) and store.H.dtype == np.float32
+    assert store.H.shape == (4, 11) and store.dim == 11 and len(store) == 4
+    assert store.meta["dims"] == {"Z": 6, "Z_prime": 3, "Z_double_prime": 2}
+    assert store.meta["blocks"]["Z_prime"] == [6, 9]
+    np.testing.assert_array_equal(store.block("Z_double_prime"), blocks["Z_double_prime"])
+    assert store.row_of("Disease::D1") == 1 and store.row_of("nope") is None
+    assert store.index["Compound::C1"] == 3
+    assert store.lookup_name("BREAST cancer ") == [1, 2]
+    assert store.lookup_name("unknown") == []
+    np.testing.assert_array_equal(store.rows([3, 0]), np.concatenate(list(blocks.values()), axis=1)[[3, 0]])
+    assert normalise_name("  Ａspirin\tTablets ") == "aspirin tablets"
+
+
+@pytest.mark.parametrize("missing", ["H.npy", "index.tsv", "meta.json"])
+def test_missing_file_is_named(store_dir, missing):
+    folder, _ = store_dir
+    (folder / missing).unlink()
+    with pytest.raises(StoreError) as err:
+        HStore.load(folder)
+    assert str(folder) in str(err.value) and missing in str(err.value)
+
+
+def test_missing_folder_and_corrupt_files(store_dir, tmp_path):
+    with pytest.raises(StoreError, match="not found"):
+        HStore.load(tmp_path / "nowhere")
+    folder, _ = store_dir
+    (folder / "meta.json").write_text("{not json")
+    with pytest.raises(StoreError, match="meta.json"):
+        HStore.load(folder)
+    (folder / "meta.json").write_text(json.dumps({"shape": [4, 11]}))
+    np.save(folder / "H.npy", np.zeros((3, 11), dtype=np.float32))
+    with pytest.raises(StoreError, match="index.tsv"):
+        HStore.load(folder)

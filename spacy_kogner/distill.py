@@ -312,27 +312,24 @@ class Distiller:
         return nlp
 
     def evaluate(self, records: list[Record]) -> dict[str, float]:
-        """Exact-span micro P/R/F1; each corpus's sentences are prompted with that corpus's labels."""
+        """Exact-span micro P/R/F1 (0-1); each corpus's sentences are prompted with that corpus's labels."""
         from spacy.tokens import Doc
 
+        from .evaluate import exact_scores
+
         self.student.gliner.eval()
-        tp = fp = fn = 0
-        by_corpus: dict[str, list[Record]] = {}
-        for r in records:
-            by_corpus.setdefault(r.corpus, []).append(r)
-        for recs in by_corpus.values():
-            nlp = self.pipeline(sorted({lbl for r in recs for lbl in r.labels}))
-            docs = [Doc(nlp.vocab, words=r.tokens) for r in recs]
-            for r, doc in zip(recs, nlp.pipe(docs, batch_size=self.t["eval_batch_size"]), strict=True):
-                gold = {(s, e + 1, lbl) for s, e, lbl in r.ner}
-                pred = {(ent.start, ent.end, ent.label_) for ent in doc.ents}
-                tp += len(gold & pred)
-                fp += len(pred - gold)
-                fn += len(gold - pred)
-        p = tp / (tp + fp) if tp + fp else 0.0
-        r_ = tp / (tp + fn) if tp + fn else 0.0
-        f = 2 * p * r_ / (p + r_) if p + r_ else 0.0
-        return {"p": p, "r": r_, "f": f}
+        by_corpus: dict[str, list[tuple[int, Record]]] = {}
+        for i, r in enumerate(records):
+            by_corpus.setdefault(r.corpus, []).append((i, r))
+        gold, pred = [], []
+        for items in by_corpus.values():
+            nlp = self.pipeline(sorted({lbl for _, r in items for lbl in r.labels}))
+            docs = [Doc(nlp.vocab, words=r.tokens) for _, r in items]
+            for (i, r), doc in zip(items, nlp.pipe(docs, batch_size=self.t["eval_batch_size"]), strict=True):
+                gold.extend((i, s, e + 1, lbl) for s, e, lbl in r.ner)
+                pred.extend((i, ent.start, ent.end, ent.label_) for ent in doc.ents)
+        total = exact_scores(gold, pred).total.as_dict()
+        return {k: total[k] / 100 for k in ("p", "r", "f")}
 
     # ---------------------------------------------------------------- checkpointing
     def _state(self, step: int, best: float, best_step: int) -> dict[str, Any]:

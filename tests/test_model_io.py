@@ -106,3 +106,22 @@ def test_fast_span_scoring_equals_gliner_forward(span_model):
     valid = span_model.score_windows(windows, prompts).valid
     assert fast is not None and fast.shape == reference.shape
     assert (fast - reference)[valid].abs().max() < 1e-4
+
+
+def test_spacy_evaluate_cli_scores_the_pipeline(tmp_path, make_nlp, python_exe):
+    """`spacy evaluate PIPELINE corpus.spacy` reports ents_p/r/f and per-type scores."""
+    from spacy.tokens import DocBin, Span
+
+    nlp = make_nlp(threshold=0.0)
+    nlp.to_disk(tmp_path / "pipe")
+    gold = nlp.make_doc("Aspirin reduces fever in children .")
+    gold.ents = [Span(gold, 0, 1, label="Chemical"), Span(gold, 2, 3, label="Disease")]
+    DocBin(docs=[gold]).to_disk(tmp_path / "gold.spacy")
+    res = subprocess.run(
+        [python_exe, "-m", "spacy", "evaluate", str(tmp_path / "pipe"), str(tmp_path / "gold.spacy"),
+         "--output", str(tmp_path / "scores.json")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert {"ents_p", "ents_r", "ents_f", "ents_per_type"} <= set(scores)

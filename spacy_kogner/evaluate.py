@@ -212,7 +212,7 @@ def predict(
 _META_KEYS = {
     "steps": ("steps", "max_steps", "total_steps", "step", "n_steps"),
     "seed": ("seed",),
-    "train_wall_s": ("wall_s", "wall_time_s", "train_wall_s", "train_seconds", "wall_time", "seconds"),
+    "train_wall_s": ("wall_s", "wall_s_total", "train_wall_s", "wall_s_this_run", "wall_time_s", "seconds"),
 }
 
 
@@ -422,7 +422,9 @@ def render_markdown(rows: Sequence[dict[str, Any]], refs: dict[str, Any], digits
         "Exact-span micro P/R/F1 (the paper's metric) and relaxed (overlap) F1, in percent.",
         "Protocols: `in-domain` (train on the corpus's train split, test on its test split); `paper`",
         "(train on the KG-derived silver corpus, no gold of the target: the setting of the paper's",
-        "Table 2); `loco` (train on the other gold corpora pooled, test on the held-out one).",
+        "Table 2); `loco` rows (train on the other gold corpora pooled, test on the held-out one)",
+        "appear only where such runs were evaluated. Scores are on the first `eval_limit` sentences",
+        "of each test split where the profile trims evaluation (see results.json).",
         "",
         "| system | protocol | train | test | P | R | F1 | relaxed F1 | profile | steps | seed "
         "| train wall (min) |",

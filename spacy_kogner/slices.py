@@ -8,9 +8,12 @@ writes ``OUT/ner/<corpus>/<split>.tsv`` and ``OUT/kg/hetionet/*`` that later ste
 * a size of 0 means "all": the file is symlinked, so the quick and paper profiles cost nothing;
 * IOB corpora keep their first N sentences per split (whole sentences, ``-DOCSTART-`` lines kept,
   deterministic, so the slice is a prefix of the real corpus in document order);
-* edge files keep N edges spread evenly over the file (upstream files are sorted by metaedge, so a
-  prefix would hold one edge type only); the node table keeps every node those edges touch plus
-  all nodes of the kinds listed in ``keep_kinds`` (the KG reader rejects edges to unknown nodes).
+* edge files keep about N edges of a *dense* subgraph: the edges among the file's highest-degree
+  nodes (doubling their number until enough edges fall among them), then spread evenly over that
+  set (files are sorted by metaedge, so a prefix would hold one edge type only). Dense matters:
+  an even sample of a big graph is almost all degree-1 nodes, and TransR's seeded split needs
+  every entity in its training triples; the node table keeps every node the edges touch plus all
+  nodes of the kinds listed in ``keep_kinds`` (the KG reader rejects edges to unknown nodes).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,22 @@ def _open_text(path: Path, mode: str = "rt") -> Any:
     )
 
 
+def dense_edges(rows: list[str], target: int) -> list[str]:
+    """About ``target`` SIF rows among the highest-degree nodes, spread evenly (see module doc)."""
+    ends = [(r.split("\t")[0], r.split("\t")[-1]) for r in rows]
+    degree: Counter[str] = Counter(n for pair in ends for n in pair)
+    ranked = [n for n, _ in degree.most_common()]
+    k = 2
+    while True:
+        keep = set(ranked[:k])
+        induced = [r for r, (a, b) in zip(rows, ends, strict=True) if a in keep and b in keep]
+        if len(induced) >= target or k >= len(ranked):
+            break
+        k *= 2
+    step = max(1, len(induced) // target)
+    return induced[::step][:target]
+
+
 def slice_kg(
     source_dir: Path, dest_dir: Path, files: list[str], max_edges: int, keep_kinds: list[str]
 ) -> dict:
@@ -90,8 +110,7 @@ def slice_kg(
     for name in edge_files:
         with _open_text(source_dir / name) as fh:
             header, *rows = fh.read().splitlines()
-        step = max(1, len(rows) // per_file)
-        picked = rows[::step][:per_file]
+        picked = dense_edges(rows, per_file)
         for row in picked:
             parts = row.split("\t")
             keep_nodes.update((parts[0], parts[-1]))

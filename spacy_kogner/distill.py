@@ -262,20 +262,19 @@ class Distiller:
         self.heads.train()
         batch, records = self._batch(step)
         inputs = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        out = self.student.gliner.model(
-            **inputs,
-            return_embeddings=True,
+        where, rows = self._linked(records, inputs["span_idx"].size(1) // self.student.max_width)
+        distil = self.t["b"] > 0 and bool(where)
+        index = tuple(torch.tensor(x, device=self.device) for x in zip(*where, strict=True)) if distil else None
+        l_lang, spans = self.student.train_forward(
+            inputs,
+            index,
             alpha=self.t["focal_alpha"],
             gamma=self.t["focal_gamma"],
             reduction=self.t["loss_reduction"],
         )
-        l_lang = out.loss
         l_dist = torch.zeros((), device=self.device)
         var = float("nan")
-        where, rows = self._linked(records, out.span_embeddings.shape[1])
-        if self.t["b"] > 0 and where:
-            b_idx, s_idx, w_idx = (torch.tensor(x, device=self.device) for x in zip(*where, strict=True))
-            spans = out.span_embeddings[b_idx, s_idx, w_idx]
+        if distil:
             h = torch.from_numpy(self.store.rows(rows)).to(self.device)  # only these rows are read
             student, teacher = self.heads(spans, h)
             l_dist = dist_loss(self.t["dist_loss"], student, teacher, rows, self.t["temperature"])

@@ -213,25 +213,30 @@ class SpanModel:
         valid = ends < lengths
         return WindowScores(probs=torch.sigmoid(logits.float()), valid=valid)
 
-    def _fast_logits(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        """GLiNER's markerV0 span scores, computed without materialising span vectors.
-
-        In GLiNER, span (l, k) gets ``s = W2·relu(W1·relu([start_l ; end_{l+k}]) + b1) + b2`` and its
-        score for label c is ``s·p_c``. Both linear maps split exactly: ``W1·[a ; e] = W1a·a + W1e·e``
-        is computed once per *word* instead of once per span, and ``(W2·h + b2)·p_c =
-        h·(W2ᵀp_c) + b2·p_c`` moves W2 onto the few label vectors. Same numbers as the model's own
-        forward (a test checks it), a fraction of the span-layer cost. Returns None for other span
-        modes or context encoders, which then take GLiNER's own forward.
-        """
+    def _marker(self) -> Any | None:
+        """GLiNER's markerV0 span layer when the factorised path applies (no context encoder)."""
         from gliner.modeling.span_rep import SpanMarkerV0
 
-        core = self.gliner.model
-        rep_layer = getattr(core, "span_rep_layer", None)
+        rep_layer = getattr(self.gliner.model, "span_rep_layer", None)
         marker = getattr(rep_layer, "span_rep_layer", None)
         if not isinstance(marker, SpanMarkerV0) or type(rep_layer.context_encoder).__name__ != "IdentityContextEncoder":
             return None
-        device = self.device
-        inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        return marker
+
+    def _factorised(
+        self, inputs: dict[str, Any], marker: Any, n_classes: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Span-label logits ``[B, L, K, C]`` of GLiNER's markerV0 head, factorised.
+
+        In GLiNER, span (l, k) gets ``s = W2·drop(relu(W1·relu([start_l ; end_{l+k}]) + b1)) + b2``
+        and its score for label c is ``s·p_c``. Both linear maps split exactly:
+        ``W1·[a ; e] = W1a·a + W1e·e`` is computed once per *word* instead of once per span, and
+        ``(W2·h + b2)·p_c = h·(W2ᵀp_c) + b2·p_c`` moves W2 onto the few label vectors. The numbers
+        are GLiNER's own (tests check logits and training loss against its forward); the span
+        layer no longer costs span count × hidden². Returns (logits, hidden, prompts mask); span
+        vectors are ``marker.out_project[-1](hidden[...])`` for the spans that need them.
+        """
+        core = self.gliner.model
         extra = {k: inputs[k] for k in ("token_lengths", "word_lengths") if k in inputs}
         reps = core.get_representations(
             inputs["input_ids"], inputs["attention_mask"], inputs["text_lengths"], inputs["words_mask"], **extra
@@ -239,19 +244,44 @@ class SpanModel:
         width = self.max_width
         n_words = inputs["span_idx"].size(1) // width
         words, _ = core._fit_length(reps.words_embedding, reps.mask, n_words)
-        prompts, _ = core._fit_length(
-            reps.prompts_embedding, reps.prompts_embedding_mask, reps.prompts_embedding.size(1)
-        )
+        n_prompts = max(reps.prompts_embedding.size(1), n_classes)
+        prompts, prompts_mask = core._fit_length(reps.prompts_embedding, reps.prompts_embedding_mask, n_prompts)
         prompts = core.prompt_rep_layer(prompts)
         first, second = marker.out_project[0], marker.out_project[-1]
         dim = words.size(-1)
         start = marker.project_start(words).relu() @ first.weight[:, :dim].T + first.bias
         end = marker.project_end(words).relu() @ first.weight[:, dim:].T
+        device = words.device
         offsets = torch.arange(n_words, device=device).view(-1, 1) + torch.arange(width, device=device).view(1, -1)
         hidden = (start.unsqueeze(2) + end[:, offsets.clamp(max=max(n_words - 1, 0))]).relu()
-        label_vecs = prompts @ second.weight
-        label_bias = prompts @ second.bias
-        return torch.einsum("blkh,bch->blkc", hidden, label_vecs) + label_bias[:, None, None, :]
+        hidden = marker.out_project[2](hidden)  # GLiNER's dropout between the two layers
+        logits = torch.einsum("blkh,bch->blkc", hidden, prompts @ second.weight)
+        return logits + (prompts @ second.bias)[:, None, None, :], hidden, prompts_mask
+
+    def _fast_logits(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Inference logits through the factorised head (None: use GLiNER's own forward)."""
+        marker = self._marker()
+        if marker is None:
+            return None
+        inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        return self._factorised(inputs, marker)[0]
+
+    def train_forward(
+        self, inputs: dict[str, Any], spans: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, **loss_kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """GLiNER's span loss and, from the same forward pass, the span vectors before label scoring
+        (``span_rep_layer`` output) of the requested ``(batch row, start, width index)`` spans."""
+        core = self.gliner.model
+        marker = self._marker()
+        if marker is None:
+            out = core(**inputs, return_embeddings=True, **loss_kwargs)
+            vectors = out.span_embeddings[spans] if spans is not None else None
+            return out.loss, vectors
+        labels = inputs["labels"]
+        logits, hidden, prompts_mask = self._factorised(inputs, marker, labels.size(-1))
+        loss = core.loss(logits, labels, prompts_mask, inputs["span_mask"], **loss_kwargs)
+        vectors = marker.out_project[-1](hidden[spans]) if spans is not None else None
+        return loss, vectors
 
 
 class DistillHeads(torch.nn.Module):

@@ -18,8 +18,10 @@ text = "BRCA1 mutations cause breast cancer. Aspirin helps. Fever is common."
 doc = nlp(text)
 assert len(doc.spans["kogner"]) > 0 and len(doc.ents) > 0, "no spans"
 texts = [f"Patient {i} had fever and took aspirin." for i in range(100)]
-one = [[(s.start, s.end, s.label_) for s in nlp(t).spans["kogner"]] for t in texts]
-many = [[(s.start, s.end, s.label_) for s in d.spans["kogner"]] for d in nlp.pipe(texts, batch_size=32)]
+def spans(doc):
+    return [(s.start, s.end, s.label_) for s in doc.spans["kogner"]]
+one = [spans(nlp(t)) for t in texts]
+many = [spans(d) for d in nlp.pipe(texts, batch_size=32)]
 assert one == many
 print("OK", len(doc.ents))
 """
@@ -125,3 +127,26 @@ def test_spacy_evaluate_cli_scores_the_pipeline(tmp_path, make_nlp, python_exe):
     assert res.returncode == 0, res.stderr[-2000:]
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert {"ents_p", "ents_r", "ents_f", "ents_per_type"} <= set(scores)
+
+
+def test_train_forward_matches_gliner_loss_and_span_vectors(span_model):
+    """One pass gives GLiNER's own loss and its span_rep_layer vectors of the requested spans."""
+    import torch
+    from gliner.data_processing.collator import SpanDataCollator
+
+    collator = SpanDataCollator(span_model.config, data_processor=span_model.gliner.data_processor)
+    batch = collator(
+        [
+            {"tokenized_text": ["BRCA1", "causes", "breast", "cancer", "."], "ner": [[2, 3, "disease"]],
+             "ner_labels": ["disease", "gene"]},
+            {"tokenized_text": ["Aspirin", "helps", "."], "ner": [[0, 0, "chemical"]], "ner_labels": ["chemical"]},
+        ]
+    )  # fmt: skip
+    inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    index = (torch.tensor([0, 1]), torch.tensor([2, 0]), torch.tensor([1, 0]))
+    span_model.gliner.eval()
+    reference = span_model.gliner.model(**inputs, return_embeddings=True, alpha=0.75, gamma=2.0, reduction="sum")
+    loss, vectors = span_model.train_forward(inputs, index, alpha=0.75, gamma=2.0, reduction="sum")
+    assert loss.item() == pytest.approx(reference.loss.item(), rel=1e-5)
+    assert (vectors - reference.span_embeddings[index]).abs().max() < 1e-5
+    loss.backward()  # differentiable through the factorised head

@@ -337,7 +337,11 @@ def evaluate_pipeline(
 
 
 def evaluate_suite(
-    config: str | Path, out_dir: str | Path, profile: str, overrides: dict[str, Any] | None = None
+    config: str | Path,
+    out_dir: str | Path,
+    profile: str,
+    overrides: dict[str, Any] | None = None,
+    suite: str = "suite",
 ) -> list[Path]:
     """Score every ``[suite.*]`` pipeline on its test corpora in one process (one JSON per pair).
 
@@ -355,7 +359,9 @@ def evaluate_suite(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for run, spec in cfg["suite"].items():
+    if suite not in cfg:
+        raise ValueError(f"No [{suite}] section in {config}")
+    for run, spec in cfg[suite].items():
         pipeline = Path(spec["pipeline"])
         nlp = spacy.load(pipeline)
         meta = training_meta(pipeline)
@@ -605,11 +611,12 @@ def register(app: Any) -> None:
         config: Path = typer.Argument(..., help="Evaluation config with [suite.*] entries"),
         out_dir: Path = typer.Argument(..., help="Folder for one JSON per pipeline x test corpus"),
         profile: str = typer.Option(..., help="Profile whose [profiles.NAME] settings apply"),
+        suite: str = typer.Option("suite", help="Config section listing the runs ([suite] or [loco])"),
     ) -> None:
         """Evaluate every pipeline of the config's suite on its test corpora, in one process."""
         from .config import parse_overrides
 
-        paths = evaluate_suite(config, out_dir, profile, parse_overrides(ctx.args))
+        paths = evaluate_suite(config, out_dir, profile, parse_overrides(ctx.args), suite)
         typer.echo(f"Wrote {len(paths)} evaluation files to {out_dir}")
 
     app.command("evaluate")(evaluate_cmd)

@@ -488,8 +488,13 @@ def render_markdown(rows: Sequence[dict[str, Any]], refs: dict[str, Any], digits
     return "\n".join(lines) + "\n"
 
 
-def render_chart(rows: Sequence[dict[str, Any]], path: Path, report_cfg: dict[str, Any]) -> None:
-    """Grouped bars of exact F1: one panel per protocol, one group per test corpus."""
+def render_chart(
+    rows: Sequence[dict[str, Any]], path: Path, report_cfg: dict[str, Any], refs: dict[str, Any] | None = None
+) -> None:
+    """Grouped bars of exact F1 (0-100, same scale in every panel): one panel per protocol, one
+    group per test corpus; on the paper-protocol panel the paper's Table 2 values are drawn as
+    markers so our KG-silver runs sit beside the published ones."""
+    refs = refs or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -513,7 +518,20 @@ def render_chart(rows: Sequence[dict[str, Any]], path: Path, report_cfg: dict[st
                 hit = [r for r in sub if str(r.get("test")) == test and str(r.get("system")) == system]
                 values.append(hit[0]["exact"]["f"] if hit else 0.0)
             ax.bar([i + k * width for i in range(len(tests))], values, width, label=system)
-        ax.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(tests))])
+        centers = [i + width * (len(systems) - 1) / 2 for i in range(len(tests))]
+        if protocol == "paper":
+            for marker, (name, table) in zip("Dv^s", refs.get("paper_table2", {}).items(), strict=False):
+                pts = [
+                    (x, table[refs.get("datasets", {}).get(t, t)])
+                    for x, t in zip(centers, tests, strict=True)
+                    if refs.get("datasets", {}).get(t, t) in table
+                ]
+                if pts:
+                    ax.scatter(
+                        *zip(*pts, strict=True), marker=marker, color="black", zorder=3, label=f"paper {name}"
+                    )
+        ax.set_ylim(0, float(report_cfg["chart_ymax"]))
+        ax.set_xticks(centers)
         ax.set_xticklabels(tests, rotation=20, ha="right")
         ax.set_title(f"protocol: {protocol}")
         ax.set_ylabel("exact-span F1 (%)")
@@ -538,7 +556,7 @@ def write_report(
     refs = cfg.get("references", {})
     paths["json"].write_text(json.dumps({"rows": rows, "references": refs}, indent=2), encoding="utf8")
     paths["md"].write_text(render_markdown(rows, refs, int(cfg["report"]["digits"])), encoding="utf8")
-    render_chart(rows, paths["png"], cfg["report"])
+    render_chart(rows, paths["png"], cfg["report"], refs)
     return paths
 
 

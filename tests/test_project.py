@@ -160,3 +160,43 @@ def test_smoke_profile_runs_the_whole_workflow(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "True" in out.stdout
     shutil.rmtree(project / "training", ignore_errors=True)  # hundreds of MB of weights
+
+
+def _flat_keys(path: Path) -> set[str]:
+    from confection import Config
+
+    out: set[str] = set()
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out.add(prefix + key)
+
+    walk(Config().from_disk(path, interpolate=False), "")
+    return out
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_every_profile_has_its_configs_and_they_track_the_base_configs(profile: str) -> None:
+    """A profile config is a copy of its step's base config with other numbers: when the base
+    gains or loses a key, the copies must follow, or the workflow breaks only at run time."""
+    from weasel.util import load_project_config
+
+    config = load_project_config(REPO, overrides={"vars.profile": profile})
+    used = {
+        dep
+        for cmd in config["commands"]
+        for dep in cmd.get("deps", [])
+        if dep.startswith("configs/") and dep.endswith(".cfg")
+    }
+    assert used, "project.yml names no config files"
+    missing = sorted(p for p in used if not (REPO / p).is_file())
+    assert not missing, f"profile {profile} needs {missing}"
+    for step in ("teacher", "distill"):
+        base, copy = (
+            _flat_keys(REPO / f"configs/{step}.cfg"),
+            _flat_keys(REPO / f"configs/{step}_{profile}.cfg"),
+        )
+        assert copy == base, f"configs/{step}_{profile}.cfg: missing {base - copy}, extra {copy - base}"

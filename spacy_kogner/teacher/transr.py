@@ -150,7 +150,7 @@ def _train_slcwa(model: Any, triples: torch.Tensor, cfg: dict[str, Any], *, seed
             loss.backward()
             optimiser.step()
             model.post_parameter_update()
-            total += float(loss) * positive.shape[0]
+            total += float(loss.detach()) * positive.shape[0]
             count += positive.shape[0]
         losses.append(total / max(count, 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")

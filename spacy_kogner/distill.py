@@ -177,6 +177,9 @@ class Distiller:
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
         self.linked_share = self._linked_share()
+        # Re-seed after building: the heads' size depends on the teacher, and a b = 0 run must
+        # see the same dropout masks and batches as its b > 0 counterpart.
+        self._seed_all(self.t["seed"])
 
     # ------------------------------------------------------------------------ set-up
     @staticmethod

@@ -32,6 +32,7 @@ def test_roundtrip_and_lookups(store_dir):
     assert store.H.shape == (4, 11) and store.dim == 11 and len(store) == 4
     assert store.meta["dims"] == {"Z": 6, "Z_prime": 3, "Z_double_prime": 2}
     assert store.meta["blocks"]["Z_prime"] == [6, 9]
+    assert store.meta["block_order"] == list(store.meta["dims"]) == ["Z", "Z_prime", "Z_double_prime"]
     np.testing.assert_array_equal(store.block("Z_double_prime"), blocks["Z_double_prime"])
     assert store.row_of("Disease::D1") == 1 and store.row_of("nope") is None
     assert store.index["Compound::C1"] == 3

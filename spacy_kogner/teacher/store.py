@@ -82,12 +82,14 @@ def write_store(
             "shape": [int(h.shape[0]), int(h.shape[1])],
             "dtype": "float32",
             "dims": dims,
+            "block_order": list(dims),
             "blocks": block_layout(dims),
             "files": {"H": H_FILE, "index": INDEX_FILE},
         }
     )
     tmp_meta = folder / (META_FILE + ".tmp")
-    tmp_meta.write_text(json.dumps(full_meta, indent=2, sort_keys=True), encoding="utf-8")
+    # Not sort_keys: "dims" keeps block order Z, Z', Z'' (also spelled out in "block_order").
+    tmp_meta.write_text(json.dumps(full_meta, indent=2), encoding="utf-8")
     tmp_meta.replace(folder / META_FILE)
     return folder
 

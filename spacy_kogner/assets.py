@@ -46,9 +46,7 @@ class Asset:
     def mirror_path(self) -> str:
         """Where the file sits inside the mirror (the dest without the ``assets/`` prefix)."""
         if not self.dest.startswith(ASSETS_PREFIX):
-            raise AssetError(
-                f"Asset dest {self.dest!r} is not under {ASSETS_PREFIX!r}; the mirror cannot map it"
-            )
+            raise AssetError(f"Asset dest {self.dest!r} is not under {ASSETS_PREFIX!r}; the mirror cannot map it")
         return self.dest[len(ASSETS_PREFIX) :]
 
 
@@ -70,9 +68,7 @@ def load_assets(project_dir: Path, overrides: dict[str, Any] | None = None) -> l
     for entry in config.get("assets", []):
         if "git" in entry:
             raise AssetError(f"git assets are not supported by fetch-assets: {entry}")
-        assets.append(
-            Asset(entry["dest"], entry.get("url"), entry.get("checksum"), bool(entry.get("extra", False)))
-        )
+        assets.append(Asset(entry["dest"], entry.get("url"), entry.get("checksum"), bool(entry.get("extra", False))))
     return assets
 
 

@@ -33,9 +33,7 @@ def train_baseline(config: Path, output: Path, overrides: dict[str, Any], gpu_id
     train(config, output, use_gpu=gpu_id, overrides=overrides)
     wall = time.perf_counter() - start
     meta_path = output / "model-best" / "meta.json"
-    performance = (
-        json.loads(meta_path.read_text(encoding="utf8")).get("performance", {}) if meta_path.is_file() else {}
-    )
+    performance = json.loads(meta_path.read_text(encoding="utf8")).get("performance", {}) if meta_path.is_file() else {}
     metrics = {
         "system": "spacy-baseline",
         "config": str(config),
@@ -65,6 +63,6 @@ def register(app: Any) -> None:
         metrics = train_baseline(config, output, parse_overrides(ctx.args), gpu_id)
         typer.echo(f"Baseline trained in {metrics['wall_s']:.0f} s: {output / 'model-best'}")
 
-    app.command(
-        "train-baseline", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-    )(train_baseline_cmd)
+    app.command("train-baseline", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+        train_baseline_cmd
+    )

@@ -65,6 +65,7 @@ DEFAULT_CONFIG = {
     "device": "cpu",
     "multi_label": False,
     "overwrite_ents": False,
+    "quantize": False,
     "scorer": {"@scorers": "kogner.scorer.v1"},
 }
 
@@ -99,15 +100,8 @@ def parse_labels(labels: Iterable[Any]) -> list[LabelSpec]:
         elif isinstance(item, (list, tuple)) and len(item) == 2:
             label, prompt = item
         else:
-            raise KognerConfigError(
-                f"Cannot read label {item!r}: use a string or {{'label': .., 'prompt': ..}}"
-            )
-        if (
-            not isinstance(label, str)
-            or not isinstance(prompt, str)
-            or not label.strip()
-            or not prompt.strip()
-        ):
+            raise KognerConfigError(f"Cannot read label {item!r}: use a string or {{'label': .., 'prompt': ..}}")
+        if not isinstance(label, str) or not isinstance(prompt, str) or not label.strip() or not prompt.strip():
             raise KognerConfigError(f"Empty label or prompt in {item!r}")
         specs.append(LabelSpec(label.strip(), prompt.strip()))
     seen: set[str] = set()
@@ -153,6 +147,7 @@ def make_kogner(
     device: str,
     multi_label: bool,
     overwrite_ents: bool,
+    quantize: bool,
     scorer: Callable | None,
 ) -> KognerComponent:
     """Factory behind ``nlp.add_pipe("kogner", config={...})``; see README for every setting."""
@@ -171,13 +166,12 @@ def make_kogner(
         device=device,
         multi_label=multi_label,
         overwrite_ents=overwrite_ents,
+        quantize=quantize,
         scorer=scorer,
     )
 
 
-def kogner_score(
-    examples: Iterable[Example], spans_key: str = DEFAULT_CONFIG["spans_key"], **kwargs: Any
-) -> dict:
+def kogner_score(examples: Iterable[Example], spans_key: str = DEFAULT_CONFIG["spans_key"], **kwargs: Any) -> dict:
     """Entity scores (``ents_p/r/f``, ``ents_per_type``) plus exact-span scores of the span group."""
     examples = list(examples)
     scores = ner_score(examples, **kwargs)
@@ -218,6 +212,7 @@ class KognerComponent:
         device: str = DEFAULT_CONFIG["device"],
         multi_label: bool = DEFAULT_CONFIG["multi_label"],
         overwrite_ents: bool = DEFAULT_CONFIG["overwrite_ents"],
+        quantize: bool = DEFAULT_CONFIG["quantize"],
         scorer: Callable | None = kogner_score,
         span_model: SpanModel | None = None,
     ) -> None:
@@ -226,6 +221,9 @@ class KognerComponent:
         self.model_source = model
         self.max_width_cfg = int(max_width)
         self.device = _resolve_device(device)
+        if quantize and self.device.type != "cpu":
+            raise KognerConfigError(f"quantize=true (int8) runs on CPU only, but device={device!r}")
+        self.quantize = bool(quantize)
         self.scorer = scorer
         self._model = span_model
         self.cfg: dict[str, Any] = {}
@@ -246,9 +244,7 @@ class KognerComponent:
         """Validate and apply run-time settings (labels, threshold, windows, ...)."""
         unknown = set(settings) - set(RUNTIME_KEYS)
         if unknown:
-            raise KognerConfigError(
-                f"Unknown kogner setting(s) {sorted(unknown)}; known: {list(RUNTIME_KEYS)}"
-            )
+            raise KognerConfigError(f"Unknown kogner setting(s) {sorted(unknown)}; known: {list(RUNTIME_KEYS)}")
         cfg = {**self.cfg, **settings}
         threshold = cfg["threshold"]
         if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
@@ -281,14 +277,15 @@ class KognerComponent:
     def model(self) -> SpanModel:
         """The span model, built from ``model`` on first use (``from_disk`` replaces it)."""
         if self._model is None:
-            self._model = SpanModel.from_source(self.model_source, max_width=self.max_width_cfg)
-            self._model.to(self.device)
-            self._check_windows()
+            self.model = SpanModel.from_source(self.model_source, max_width=self.max_width_cfg)
+        assert self._model is not None
         return self._model
 
     @model.setter
     def model(self, span_model: SpanModel) -> None:
         self._model = span_model.to(self.device)
+        if self.quantize:
+            self._model.quantize_encoder()
         self._check_windows()
 
     def _check_windows(self) -> None:
@@ -296,9 +293,7 @@ class KognerComponent:
         assert model is not None
         window, stride = self.cfg["max_window_tokens"], self.cfg["stride"]
         if window > model.max_words:
-            raise KognerConfigError(
-                f"max_window_tokens ({window}) exceeds the model's max_len ({model.max_words})"
-            )
+            raise KognerConfigError(f"max_window_tokens ({window}) exceeds the model's max_len ({model.max_words})")
         if window - stride < model.max_width:
             raise KognerConfigError(
                 f"Windows overlap by {window - stride} tokens, less than the model's max span width "

@@ -334,9 +334,9 @@ class Distiller:
         return {k: total[k] / 100 for k in ("p", "r", "f")}
 
     # ---------------------------------------------------------------- checkpointing
-    def _state(self, step: int, best: float, best_step: int) -> dict[str, Any]:
+    def _state(self, step: int, best: float, best_step: int, elapsed: float) -> dict[str, Any]:
         return {
-            "step": step, "best_f": best, "best_step": best_step,
+            "step": step, "best_f": best, "best_step": best_step, "elapsed_s": elapsed,
             "student": self.student.gliner.state_dict(), "heads": self.heads.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": {
@@ -344,15 +344,16 @@ class Distiller:
             },
         }  # fmt: skip
 
-    def save_checkpoint(self, step: int, best: float, best_step: int) -> None:
+    def save_checkpoint(self, step: int, best: float, best_step: int, elapsed: float = 0.0) -> None:
+        """Atomic write; ``elapsed`` is the training wall time so far, summed over resumed runs."""
         tmp = self.out / "checkpoint.pt.tmp"
-        torch.save(self._state(step, best, best_step), tmp)
+        torch.save(self._state(step, best, best_step, elapsed), tmp)
         os.replace(tmp, self.out / "checkpoint.pt")
 
-    def load_checkpoint(self) -> tuple[int, float, int]:
+    def load_checkpoint(self) -> tuple[int, float, int, float]:
         path = self.out / "checkpoint.pt"
         if not path.exists():
-            return 0, -1.0, -1
+            return 0, -1.0, -1, 0.0
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.student.gliner.load_state_dict(state["student"])
         self.heads.load_state_dict(state["heads"])
@@ -361,12 +362,12 @@ class Distiller:
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
-        return state["step"], state["best_f"], state["best_step"]
+        return state["step"], state["best_f"], state["best_step"], float(state.get("elapsed_s", 0.0))
 
     # ---------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
         steps = self.t["steps"]
-        start, best, best_step = self.load_checkpoint()
+        start, best, best_step, elapsed_before = self.load_checkpoint()
         stop = min(steps, self.t["stop_after"]) if self.t["stop_after"] else steps
         log_path = self.out / "log.jsonl"
         if start == 0 and log_path.exists():
@@ -375,9 +376,11 @@ class Distiller:
         bar = tqdm(range(start, stop), initial=start, total=steps, desc="distill", dynamic_ncols=True)
         with log_path.open("a", encoding="utf8") as log:
             for step in bar:
+                t_step = time.perf_counter()
                 parts = self.step(step)
                 done = step + 1
-                entry: dict[str, Any] = {"step": done, **parts}
+                # step_s: the optimisation step alone (no dev evaluation), to compare b = 0 and b > 0 cost
+                entry: dict[str, Any] = {"step": done, **parts, "step_s": time.perf_counter() - t_step}
                 if self.dev and (done % self.t["eval_every"] == 0 or done == steps):
                     dev = self.evaluate(self.dev)
                     entry.update({f"dev_{k}": v for k, v in dev.items()})
@@ -388,7 +391,7 @@ class Distiller:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
                 if done % self.t["checkpoint_every"] == 0 or done == stop:
-                    self.save_checkpoint(done, best, best_step)
+                    self.save_checkpoint(done, best, best_step, elapsed_before + time.time() - t0)
         if stop < steps:
             return {"stopped_at": stop}
         self.pipeline().to_disk(self.out / "model-last")
@@ -398,11 +401,22 @@ class Distiller:
             "steps": steps, "seed": self.t["seed"], "a": self.t["a"], "b": self.t["b"],
             "dist_loss": self.t["dist_loss"], "best_dev_f": best, "best_step": best_step,
             "train_sentences": len(self.train), "linked_share": self.linked_share,
-            "wall_s_this_run": time.time() - t0, "peak_rss_mb": _peak_rss_mb(), "device": str(self.device),
+            "wall_s": elapsed_before + time.time() - t0, "wall_s_this_run": time.time() - t0,
+            "median_step_s": _median_step_s(log_path), "peak_rss_mb": _peak_rss_mb(), "device": str(self.device),
         }  # fmt: skip
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         plot_log(log_path, self.out / "curves.png")
         return metrics
+
+
+def _median_step_s(log_path: Path) -> float | None:
+    """Median seconds per optimisation step over the whole log (resumed runs included)."""
+    times = []
+    for line in log_path.read_text(encoding="utf8").splitlines():
+        entry = json.loads(line)
+        if "step_s" in entry:
+            times.append(entry["step_s"])
+    return float(np.median(times)) if times else None
 
 
 def _peak_rss_mb() -> float:

@@ -13,9 +13,7 @@ from .config import parse_overrides
 def distill_cmd(
     ctx: typer.Context,
     config: Path = typer.Argument(..., help="Distillation config, e.g. configs/distill.cfg"),
-    output_dir: Path = typer.Argument(
-        ..., help="Run folder: checkpoint, log.jsonl, model-best/, metrics.json"
-    ),
+    output_dir: Path = typer.Argument(..., help="Run folder: checkpoint, log.jsonl, model-best/, metrics.json"),
 ) -> None:
     """Train the student with L = a·L_lang + b·L_dist; resumes from OUTPUT_DIR/checkpoint.pt."""
     from .distill import distill

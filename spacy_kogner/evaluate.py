@@ -106,9 +106,7 @@ def _relaxed_counts(n_pred: int, good_pred: int, n_gold: int, found_gold: int) -
     }
 
 
-def relaxed_scores(
-    gold: Iterable[SpanKey], pred: Iterable[SpanKey], labels: Sequence[str] = ()
-) -> dict[str, Any]:
+def relaxed_scores(gold: Iterable[SpanKey], pred: Iterable[SpanKey], labels: Sequence[str] = ()) -> dict[str, Any]:
     """Overlap matching, micro over labels and per label.
 
     Precision counts predictions that overlap a same-label gold span; recall counts gold spans
@@ -147,12 +145,7 @@ def relaxed_scores(
 def gold_spans(sentences: Sequence[Sentence], labels: Sequence[str]) -> list[SpanKey]:
     """The gold spans of the labels under evaluation, keyed by sentence index."""
     wanted = set(labels)
-    return [
-        (i, s.start, s.end, s.label)
-        for i, sent in enumerate(sentences)
-        for s in sent.spans
-        if s.label in wanted
-    ]
+    return [(i, s.start, s.end, s.label) for i, sent in enumerate(sentences) for s in sent.spans if s.label in wanted]
 
 
 def corpus_labels(sentences: Sequence[Sentence]) -> list[str]:
@@ -186,9 +179,7 @@ def predict(
     from spacy.tokens import Doc
 
     if "kogner" in nlp.pipe_names:
-        nlp.get_pipe("kogner").set_labels(
-            [{"label": lab, "prompt": label_prompt(lab, table)} for lab in labels]
-        )
+        nlp.get_pipe("kogner").set_labels([{"label": lab, "prompt": label_prompt(lab, table)} for lab in labels])
     mapping = label_mapper(labels, table)
     docs = []
     for sent in sentences:
@@ -213,6 +204,7 @@ _META_KEYS = {
     "steps": ("steps", "max_steps", "total_steps", "step", "n_steps"),
     "seed": ("seed",),
     "train_wall_s": ("wall_s", "wall_s_total", "train_wall_s", "wall_s_this_run", "wall_time_s", "seconds"),
+    "linked_share": ("linked_share",),
 }
 
 
@@ -237,9 +229,7 @@ def training_meta(pipeline: Path, metrics_path: Path | None = None) -> dict[str,
     ``config.cfg`` in the pipeline fills the gaps (``[training] max_steps``/``seed``).
     """
     meta: dict[str, Any] = {k: None for k in _META_KEYS}
-    candidates = (
-        [metrics_path] if metrics_path else [pipeline.parent / "metrics.json", pipeline / "metrics.json"]
-    )
+    candidates = [metrics_path] if metrics_path else [pipeline.parent / "metrics.json", pipeline / "metrics.json"]
     for path in candidates:
         if path is not None and path.is_file():
             data = json.loads(path.read_text(encoding="utf8"))
@@ -312,14 +302,17 @@ def evaluate_pipeline(
     limit: int = 0,
     tags: dict[str, Any] | None = None,
     train_metrics: Path | None = None,
+    quantize: bool = False,
 ) -> dict[str, Any]:
-    """Score one pipeline on one corpus; returns the JSON-ready result row."""
+    """Score one pipeline on one corpus; returns the JSON-ready result row.
+
+    ``quantize`` loads the ``kogner`` pipe with int8 on, to measure what the opt-in costs in F1."""
     import spacy
 
     cfg = load_config(config)["evaluate"]
     table = load_label_table(labels_table or cfg["labels_table"])
-    nlp = spacy.load(pipeline)
-    row: dict[str, Any] = {"pipeline": str(pipeline)}
+    nlp = spacy.load(pipeline, config={"components.kogner.quantize": True} if quantize else {})
+    row: dict[str, Any] = {"pipeline": str(pipeline), "quantize": quantize}
     row.update(
         evaluate_nlp(
             nlp,
@@ -368,9 +361,7 @@ def evaluate_suite(
         for corpus in spec["tests"]:
             row: dict[str, Any] = {"run": run, "pipeline": str(pipeline)}
             row.update(
-                evaluate_nlp(
-                    nlp, corpus, table, batch_size=int(settings["batch_size"]), limit=int(settings["limit"])
-                )
+                evaluate_nlp(nlp, corpus, table, batch_size=int(settings["batch_size"]), limit=int(settings["limit"]))
             )
             row.update(meta)
             row.update(
@@ -432,8 +423,7 @@ def render_markdown(rows: Sequence[dict[str, Any]], refs: dict[str, Any], digits
         "appear only where such runs were evaluated. Scores are on the first `eval_limit` sentences",
         "of each test split where the profile trims evaluation (see results.json).",
         "",
-        "| system | protocol | train | test | P | R | F1 | relaxed F1 | profile | steps | seed "
-        "| train wall (min) |",
+        "| system | protocol | train | test | P | R | F1 | relaxed F1 | profile | steps | seed | train wall (min) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -458,6 +448,7 @@ def render_markdown(rows: Sequence[dict[str, Any]], refs: dict[str, Any], digits
             )
             + " |"
         )
+    lines += render_seed_summary(rows, digits)
     table2 = refs.get("paper_table2", {})
     supervised = refs.get("supervised", {})
     paper_rows = [r for r in rows if r.get("protocol") == "paper"]
@@ -486,6 +477,46 @@ def render_markdown(rows: Sequence[dict[str, Any]], refs: dict[str, Any], digits
         refs_vals += [_fmt(supervised[k].get(name), digits) for k in supervised]
         lines.append(f"| {test} | {name} | " + " | ".join(ours + refs_vals) + " |")
     return "\n".join(lines) + "\n"
+
+
+def seed_groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Rows that differ only in their seed: same system, protocol, training corpus and test corpus."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        key = tuple(str(r.get(k, "–")) for k in ("system", "protocol", "train", "test"))
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
+def render_seed_summary(rows: Sequence[dict[str, Any]], digits: int) -> list[str]:
+    """Mean exact F1 over seeds with its min–max spread, so that a gain can be set against seed noise.
+
+    Empty when no configuration was run with more than one seed."""
+    groups = seed_groups(rows)
+    if all(len(g) < 2 for g in groups.values()):
+        return []
+    lines = [
+        "",
+        "## Over seeds",
+        "",
+        "Exact F1: mean over the seeds run, and the spread (min–max). A difference between two systems",
+        "counts as a gain only where it exceeds both spreads.",
+        "",
+        "| system | protocol | train | test | seeds | F1 mean | F1 min–max | train wall (min, mean) | linked share |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (system, protocol, train, test), group in sorted(groups.items()):
+        f1 = [float(r["exact"]["f"]) for r in group]
+        walls = [r["train_wall_s"] for r in group if isinstance(r.get("train_wall_s"), (int, float))]
+        shares = [r["linked_share"] for r in group if isinstance(r.get("linked_share"), (int, float))]
+        seeds = ",".join(sorted(str(r.get("seed")) for r in group))
+        lines.append(
+            f"| {system} | {protocol} | {train} | {test} | {seeds} | {_fmt(sum(f1) / len(f1), digits)} "
+            f"| {_fmt(min(f1), digits)}–{_fmt(max(f1), digits)} "
+            f"| {_fmt(sum(walls) / len(walls) / 60 if walls else None, digits)} "
+            f"| {_fmt(sum(shares) / len(shares) if shares else None, 3)} |"
+        )
+    return lines
 
 
 def render_chart(
@@ -527,9 +558,7 @@ def render_chart(
                     if refs.get("datasets", {}).get(t, t) in table
                 ]
                 if pts:
-                    ax.scatter(
-                        *zip(*pts, strict=True), marker=marker, color="black", zorder=3, label=f"paper {name}"
-                    )
+                    ax.scatter(*zip(*pts, strict=True), marker=marker, color="black", zorder=3, label=f"paper {name}")
         ax.set_ylim(0, float(report_cfg["chart_ymax"]))
         ax.set_xticks(centers)
         ax.set_xticklabels(tests, rotation=20, ha="right")
@@ -589,6 +618,7 @@ def register(app: Any) -> None:
             None, help="metrics.json of the training run (default: beside the pipeline)"
         ),
         tag: list[str] = typer.Option([], help="KEY=VALUE added to the row (system, protocol, train, ...)"),
+        quantize: bool = typer.Option(False, "--quantize", help="Run the kogner pipe in int8 (CPU)"),
     ) -> None:
         """Exact-span and relaxed micro P/R/F1 of PIPELINE on CORPUS, overall and per label."""
         row = evaluate_pipeline(
@@ -601,6 +631,7 @@ def register(app: Any) -> None:
             limit=limit,
             tags=_parse_tags(tag),
             train_metrics=train_metrics,
+            quantize=quantize,
         )
         ex, rx = row["exact"], row["relaxed"]
         typer.echo(
@@ -638,7 +669,7 @@ def register(app: Any) -> None:
         typer.echo(f"Wrote {len(paths)} evaluation files to {out_dir}")
 
     app.command("evaluate")(evaluate_cmd)
-    app.command(
-        "evaluate-suite", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-    )(evaluate_suite_cmd)
+    app.command("evaluate-suite", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+        evaluate_suite_cmd
+    )
     app.command("report")(report_cmd)

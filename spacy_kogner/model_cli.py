@@ -34,6 +34,7 @@ def bench(
     labels: str = typer.Option("Disease", help="Comma-separated labels"),
     limit: int = typer.Option(0, help="Use only the first N sentences (0 = all)"),
     batch_sizes: str = typer.Option("1,8,16,32,64", help="Raw GLiNER batch sizes to try"),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also time the opt-in int8 pipe (last)"),
 ) -> None:
     """Sentences/s and peak RSS: raw GLiNER vs our ``nlp.pipe`` vs one-at-a-time vs encoder alone."""
     from .bench import run_bench
@@ -45,6 +46,7 @@ def bench(
         [x for x in labels.split(",") if x],
         limit,
         [int(b) for b in batch_sizes.split(",")],
+        int8=int8,
     )
 
 

@@ -45,9 +45,7 @@ class PackagingError(RuntimeError):
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise PackagingError(
-            f"Command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
-        )
+        raise PackagingError(f"Command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
 
 
@@ -112,12 +110,8 @@ def check_install(wheel: Path, package: str, venv_dir: Path, text: str) -> dict[
     )
     out = _run([str(python), "-c", CHECK_SCRIPT, package, text])
     result = json.loads(out.strip().splitlines()[-1])
-    if not result["file"].startswith(str(venv_dir.resolve())) and not result["file"].startswith(
-        str(venv_dir)
-    ):
-        raise PackagingError(
-            f"{package} was loaded from {result['file']}, not from the fresh venv {venv_dir}"
-        )
+    if not result["file"].startswith(str(venv_dir.resolve())) and not result["file"].startswith(str(venv_dir)):
+        raise PackagingError(f"{package} was loaded from {result['file']}, not from the fresh venv {venv_dir}")
     if not result["spans"] and not result["ents"] and "kogner" in result["pipeline"]:
         raise PackagingError(f"{package} loaded but set no doc.spans/doc.ents on {text!r}: {result}")
     return result
@@ -132,9 +126,7 @@ def register(app: Any) -> None:
         name: str = typer.Option(..., help="Package name without the language prefix"),
         version: str = typer.Option(..., help="Package version"),
         check_text: str = typer.Option("", help="Install the wheel in a fresh venv and annotate this text"),
-        venv_dir: Path | None = typer.Option(
-            None, help="Fresh venv for the check (default: OUT_DIR/venv-check)"
-        ),
+        venv_dir: Path | None = typer.Option(None, help="Fresh venv for the check (default: OUT_DIR/venv-check)"),
     ) -> None:
         """Build a wheel of PIPELINE with spacy package; optionally install it offline and annotate."""
         wheel = build_wheel(pipeline, out_dir, name, version)

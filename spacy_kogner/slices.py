@@ -72,9 +72,7 @@ def slice_iob(source: Path, dest: Path, max_sentences: int) -> int:
 
 
 def _open_text(path: Path, mode: str = "rt") -> Any:
-    return (
-        gzip.open(path, mode, encoding="utf8") if path.suffix == ".gz" else path.open(mode, encoding="utf8")
-    )
+    return gzip.open(path, mode, encoding="utf8") if path.suffix == ".gz" else path.open(mode, encoding="utf8")
 
 
 def dense_edges(rows: list[str], target: int) -> list[str]:
@@ -93,9 +91,7 @@ def dense_edges(rows: list[str], target: int) -> list[str]:
     return induced[::step][:target]
 
 
-def slice_kg(
-    source_dir: Path, dest_dir: Path, files: list[str], max_edges: int, keep_kinds: list[str]
-) -> dict:
+def slice_kg(source_dir: Path, dest_dir: Path, files: list[str], max_edges: int, keep_kinds: list[str]) -> dict:
     """Evenly sampled edges of every ``*.sif[.gz]`` file and the nodes they need (all when 0)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     if max_edges <= 0:

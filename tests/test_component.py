@@ -84,10 +84,7 @@ def test_entity_at_window_boundary_keeps_its_score(make_nlp):
 
 def test_pipe_equals_one_at_a_time(make_nlp):
     nlp = make_nlp(threshold=0.2, flat=False, batch_size=8)
-    texts = [
-        f"Patient {i} had cystic fibrosis and took {i * 5} mg ibuprofen. " * (1 + i % 4)
-        for i in range(30)
-    ]
+    texts = [f"Patient {i} had cystic fibrosis and took {i * 5} mg ibuprofen. " * (1 + i % 4) for i in range(30)]
     texts[3] = ""
     texts[7] = "   "
     singles = [nlp(t) for t in texts]
@@ -201,9 +198,7 @@ def test_to_disk_and_bytes_roundtrip(make_nlp, tmp_path):
     got = loaded(TEXT)
     assert loaded.get_pipe("kogner").labels == ("DIS",)
     assert spans_of(got) == spans_of(expected)
-    assert got.spans["kogner"].attrs["scores"] == pytest.approx(
-        expected.spans["kogner"].attrs["scores"], abs=1e-5
-    )
+    assert got.spans["kogner"].attrs["scores"] == pytest.approx(expected.spans["kogner"].attrs["scores"], abs=1e-5)
     other = spacy.blank("en")
     other.add_pipe("kogner")
     other.get_pipe("kogner").from_bytes(nlp.get_pipe("kogner").to_bytes())
@@ -216,3 +211,30 @@ def test_doc_objects_from_make_doc(make_nlp):
     doc = Doc(nlp.vocab, words=["breast", "cancer"], spaces=[True, False])
     doc = nlp.get_pipe("kogner")(doc)
     assert len(doc.spans["kogner"]) > 0
+
+
+def test_int8_is_opt_in_and_saves_float_weights(span_model, tmp_path):
+    """quantize=true runs the encoder in int8 on CPU; the saved pipeline keeps the float weights."""
+    import torch
+
+    span_model.save(tmp_path / "m")
+    cfg = {"model": str(tmp_path / "m"), "labels": ["Disease"], "threshold": 0.0, "flat": False}
+    fp32 = spacy.blank("en")
+    fp32.add_pipe("kogner", config=cfg)
+    int8 = spacy.blank("en")
+    int8.add_pipe("kogner", config={**cfg, "quantize": True})
+    a, b = fp32(TEXT), int8(TEXT)
+    encoder = int8.get_pipe("kogner").model.gliner.model.token_rep_layer.bert_layer.model
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in encoder.modules())
+    assert spans_of(a) == spans_of(b)  # threshold 0: the same candidate spans, scored slightly differently
+    scores_a, scores_b = a.spans["kogner"].attrs["scores"], b.spans["kogner"].attrs["scores"]
+    diff = [abs(x - y) for x, y in zip(scores_a, scores_b, strict=True)]
+    assert 0 < max(diff) < 0.2
+    int8.to_disk(tmp_path / "pipe")
+    loaded = spacy.load(tmp_path / "pipe")
+    assert loaded.get_pipe("kogner").quantize and loaded.get_pipe("kogner").model.quantized
+    assert loaded(TEXT).spans["kogner"].attrs["scores"] == pytest.approx(b.spans["kogner"].attrs["scores"], abs=1e-5)
+    saved = torch.load(tmp_path / "pipe" / "kogner" / "model" / "pytorch_model.bin", weights_only=True)
+    original = span_model.gliner.model.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in original.items() if k in saved)
+    assert len(set(saved) & set(original)) == len(original)

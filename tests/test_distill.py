@@ -112,6 +112,8 @@ def test_short_run_lowers_loss_and_writes_a_pipeline(tmp_path):
     assert last < first
     assert "dev_f" in log[9] and "dev_f" in log[19]
     assert metrics["steps"] == 20 and (out / "curves.png").exists()
+    assert all(r["step_s"] > 0 for r in log) and metrics["median_step_s"] > 0
+    assert metrics["wall_s"] >= metrics["wall_s_this_run"] > 0
     nlp = spacy.load(out / "model-best")
     doc = nlp("Aspirin reduces fever .")
     assert "kogner" in nlp.pipe_names and doc.spans["kogner"] is not None
@@ -123,7 +125,9 @@ def test_resume_gives_the_same_result(tmp_path):
     broken = tmp_path / "broken"
     first = distill(CFG, broken, overrides(tmp_path, **{"training.stop_after": 3}))
     assert first == {"stopped_at": 3}
-    distill(CFG, broken, overrides(tmp_path))
+    resumed = distill(CFG, broken, overrides(tmp_path))
+    # the reported training time counts both pieces of the broken run
+    assert resumed["wall_s"] > resumed["wall_s_this_run"]
     a = torch.load(full / "checkpoint.pt", weights_only=False)["student"]
     b = torch.load(broken / "checkpoint.pt", weights_only=False)["student"]
     assert a.keys() == b.keys()

@@ -74,9 +74,7 @@ def test_empty_predictions_and_spans_in_other_sentences_do_not_match() -> None:
 
 
 SENTENCES = [
-    Sentence(
-        ["BRCA1", "causes", "breast", "cancer", "."], [GoldSpan(2, 4, "Disease"), GoldSpan(0, 1, "GENE")]
-    ),
+    Sentence(["BRCA1", "causes", "breast", "cancer", "."], [GoldSpan(2, 4, "Disease"), GoldSpan(0, 1, "GENE")]),
     Sentence(["Tamoxifen", "helps", "."], [GoldSpan(0, 1, "Chemical")]),
 ]
 TABLE = {
@@ -139,3 +137,21 @@ def test_evaluate_nlp_on_a_corpus_file_and_report(tmp_path: Path) -> None:
     assert "paper KoGNER" in md and "BioBERT (supervised)" in md
     assert paths["png"].stat().st_size > 0
     assert json.loads(paths["json"].read_text(encoding="utf8"))["rows"][0]["system"] == "canned"
+
+
+def test_report_summarises_seeds_with_their_spread(tmp_path: Path) -> None:
+    def row(system: str, seed: int, f: float) -> dict:
+        counts = {"p": f, "r": f, "f": f, "tp": 1, "fp": 0, "fn": 0, "per_label": {}}
+        relaxed = {"p": f, "r": f, "f": f, "matched_pred": 1, "fp": 0, "matched_gold": 1, "fn": 0, "per_label": {}}
+        return {"system": system, "protocol": "in-domain", "train": "NCBI-disease", "test": "NCBI-disease",
+                "seed": seed, "steps": 10, "train_wall_s": 120.0 * seed, "linked_share": 0.25,
+                "exact": counts, "relaxed": relaxed}  # fmt: skip
+
+    evals = tmp_path / "eval"
+    evals.mkdir()
+    for name, r in {"b0_1": row("b0", 1, 70.0), "b0_2": row("b0", 2, 72.0), "mse_1": row("mse", 1, 71.0)}.items():
+        (evals / f"{name}.json").write_text(json.dumps(r), encoding="utf8")
+    md = write_report([evals], tmp_path / "results", REPO / "configs" / "evaluate.cfg")["md"].read_text()
+    assert "## Over seeds" in md
+    assert "| b0 | in-domain | NCBI-disease | NCBI-disease | 1,2 | 71.0 | 70.0–72.0 | 3.0 | 0.250 |" in md
+    assert "| mse | in-domain | NCBI-disease | NCBI-disease | 1 | 71.0 | 71.0–71.0 | 2.0 | 0.250 |" in md

@@ -57,9 +57,7 @@ def _project_files() -> list[str]:
         return [f for f in out if (REPO / f).is_file()]
     skip = {".venv", ".git", "assets", "corpus", "training", "results", "packages", "build", "dist"}
     return [
-        str(p.relative_to(REPO))
-        for p in REPO.rglob("*")
-        if p.is_file() and not (set(p.relative_to(REPO).parts) & skip)
+        str(p.relative_to(REPO)) for p in REPO.rglob("*") if p.is_file() and not (set(p.relative_to(REPO).parts) & skip)
     ]
 
 
@@ -97,9 +95,7 @@ def test_slice_iob_keeps_whole_sentences_and_docstarts(tmp_path: Path) -> None:
     src.write_text("-DOCSTART-\tO\n\nA\tB-X\nb\tO\n\nC\tO\n\nD\tB-X\n", encoding="utf8")
     n = slice_iob(src, tmp_path / "out" / "train.tsv", 2)
     assert n == 2
-    assert (tmp_path / "out" / "train.tsv").read_text(
-        encoding="utf8"
-    ) == "-DOCSTART-\tO\n\nA\tB-X\nb\tO\n\nC\tO\n\n"
+    assert (tmp_path / "out" / "train.tsv").read_text(encoding="utf8") == "-DOCSTART-\tO\n\nA\tB-X\nb\tO\n\nC\tO\n\n"
     assert slice_iob(src, tmp_path / "all.tsv", 0) == -1 and (tmp_path / "all.tsv").is_symlink()
 
 

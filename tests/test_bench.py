@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import DATA
 
 NCBI_TEST = DATA / "ner" / "NCBI-disease" / "test.tsv"

@@ -199,3 +199,20 @@ def test_silver_cli(tiny: dict[str, Path]) -> None:
     ev = stats["splits"]["train"]["evaluation_vs_gold"]
     assert ev["per_label"]["Chemical"]["precision"] == 1.0
     assert ev["per_label"]["Disease"]["recall"] == 0.75  # adrenoleukodystrophy, ALD, ALD; not foo
+
+
+def test_silver_cli_drops_sentences_without_a_match_unless_told(tiny: dict[str, Path]) -> None:
+    corpus = tiny["tmp"] / "WITHEMPTY"
+    corpus.mkdir()
+    (corpus / "train.tsv").write_text(NCBI_LIKE + "\nNothing\tO\nmatches\tO\nhere\tO\n.\tO\n")
+    base = ["silver", str(corpus), "--splits", "train", *kg_args(tiny), "--kinds", "Symptom,Compound"]
+    for flag, kept in (("true", 2), ("false", 3)):
+        out = tiny["tmp"] / f"silver-{flag}"
+        res = CliRunner().invoke(app, [base[0], base[1], str(out), *base[2:], "--silver.drop_empty", flag])
+        assert res.exit_code == 0, res.output
+        split = json.loads((out / "stats.json").read_text())["splits"]["train"]
+        assert split["sentences_annotated"] == 3 and split["sentences"] == kept
+        assert split["sentences_dropped_empty"] == 3 - kept
+        # scored against gold on all three sentences either way
+        assert split["evaluation_vs_gold"]["per_label"]["Disease"]["recall"] == 0.75
+        assert len(json.loads((out / "train.json").read_text())) == kept

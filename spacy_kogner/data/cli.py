@@ -187,13 +187,22 @@ def silver(
         if settings.max_sentences:
             gold = gold[: settings.max_sentences]
         sents = matcher.annotate(gold, corpus=f"silver-{folder.name}")
+        evaluation = evaluate_silver(sents, gold, kind_of, kind_table)  # on every sentence, before dropping
+        annotated = len(sents)
+        if settings.drop_empty:
+            sents = [s for s in sents if s.spans]
         write_docbin(sents, out_dir / f"{split}.spacy")
         write_gliner_json(sents, out_dir / f"{split}.json", extras=False)
-        evaluation = evaluate_silver(sents, gold, kind_of, kind_table)
-        stats["splits"][split] = {**split_stats(sents), "evaluation_vs_gold": evaluation}
+        stats["splits"][split] = {
+            **split_stats(sents),
+            "sentences_annotated": annotated,
+            "sentences_dropped_empty": annotated - len(sents),
+            "evaluation_vs_gold": evaluation,
+        }
         micro = evaluation["micro"]
         typer.echo(
-            f"{split}: {len(sents)} sentences, {sum(len(s.spans) for s in sents)} silver spans; vs gold "
+            f"{split}: {len(sents)} of {annotated} sentences kept, {sum(len(s.spans) for s in sents)} silver spans; "
+            "vs gold "
             f"P={micro['precision']:.3f} R={micro['recall']:.3f} F1={micro['f1']:.3f}"
         )
         for label, row in evaluation["per_label"].items():

@@ -45,6 +45,7 @@ class SilverSettings:
     stop_names: list[str]
     abbreviations: bool
     max_sentences: int
+    drop_empty: bool
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> SilverSettings:

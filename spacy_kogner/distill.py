@@ -18,11 +18,13 @@ steps, and the same command continues from it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import random
 import resource
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -177,6 +179,7 @@ class Distiller:
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
         self.linked_share = self._linked_share()
+        self.fingerprint = run_fingerprint(cfg)
         # Re-seed after building: the heads' size depends on the teacher, and a b = 0 run must
         # see the same dropout masks and batches as its b > 0 counterpart.
         self._seed_all(self.t["seed"])
@@ -337,6 +340,7 @@ class Distiller:
     def _state(self, step: int, best: float, best_step: int, elapsed: float) -> dict[str, Any]:
         return {
             "step": step, "best_f": best, "best_step": best_step, "elapsed_s": elapsed,
+            "fingerprint": self.fingerprint,
             "student": self.student.gliner.state_dict(), "heads": self.heads.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": {
@@ -355,6 +359,12 @@ class Distiller:
         if not path.exists():
             return 0, -1.0, -1, 0.0
         state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("fingerprint") != self.fingerprint:
+            # A re-run after the config or the data changed (spacy project re-runs the step then)
+            # must train again, not finish the old run.
+            print(f"{path} was made with another config or other data: starting a new run", file=sys.stderr)
+            path.unlink()
+            return 0, -1.0, -1, 0.0
         self.student.gliner.load_state_dict(state["student"])
         self.heads.load_state_dict(state["heads"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -397,16 +407,46 @@ class Distiller:
         self.pipeline().to_disk(self.out / "model-last")
         if not self.dev or best_step < 0:
             self.pipeline().to_disk(self.out / "model-best")
+        this_run = time.time() - t0
         metrics = {
             "steps": steps, "seed": self.t["seed"], "a": self.t["a"], "b": self.t["b"],
             "dist_loss": self.t["dist_loss"], "best_dev_f": best, "best_step": best_step,
             "train_sentences": len(self.train), "linked_share": self.linked_share,
-            "wall_s": elapsed_before + time.time() - t0, "wall_s_this_run": time.time() - t0,
+            "wall_s": elapsed_before + this_run, "wall_s_this_run": this_run,
             "median_step_s": _median_step_s(log_path), "peak_rss_mb": _peak_rss_mb(), "device": str(self.device),
         }  # fmt: skip
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         plot_log(log_path, self.out / "curves.png")
         return metrics
+
+
+# Settings that do not change what a run computes: a checkpoint stays valid across them.
+RESUME_IGNORED = ("stop_after", "num_threads", "device", "eval_batch_size")
+
+
+def _content_hash(path: str | Path) -> str:
+    """sha256 of a file, or of every file under a folder (names and contents)."""
+    from .teacher.graph import file_sha256
+
+    path = Path(path)
+    if path.is_dir():
+        parts = [f"{p.relative_to(path)}:{file_sha256(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return file_sha256(path) if path.is_file() else "missing"
+
+
+def run_fingerprint(cfg: dict[str, Any]) -> str:
+    """What a checkpoint belongs to: the config (less ``RESUME_IGNORED``) and the content of the
+    training data, dev data, label table and teacher H, so that a resume never mixes two runs."""
+    from .teacher.store import H_FILE
+
+    training = {k: v for k, v in cfg["training"].items() if k not in RESUME_IGNORED}
+    paths = cfg["paths"]
+    files = {key: _content_hash(paths[key]) for key in ("train", "dev", "labels") if paths.get(key)}
+    if paths.get("teacher"):
+        files["teacher"] = _content_hash(Path(paths["teacher"]) / H_FILE)
+    payload = {"config": {**cfg, "training": training}, "files": files}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _median_step_s(log_path: Path) -> float | None:

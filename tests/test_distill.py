@@ -178,3 +178,25 @@ def test_linked_spans_give_a_positive_dist_loss_that_reaches_the_encoder(tmp_pat
     assert parts["teacher_var"] > 0
     changed = sum(not torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
     assert changed > 0  # with a = 0 only L_dist moves the encoder
+
+
+def test_rerun_with_changed_config_or_data_trains_again(tmp_path, capfd):
+    """A finished run is not 'resumed' when the config or the data changed (a workflow re-run)."""
+    out = tmp_path / "run"
+    first = distill(CFG, out, overrides(tmp_path))
+    same = distill(CFG, out, overrides(tmp_path, **{"training.stop_after": 0, "training.num_threads": 1}))
+    assert same["wall_s_this_run"] < first["wall_s_this_run"]  # nothing left to train: resumed at the end
+    before = torch.load(out / "checkpoint.pt", weights_only=False)["student"]
+    capfd.readouterr()
+    changed = distill(CFG, out, overrides(tmp_path, **{"training.lr_others": 0.002}))
+    assert "starting a new run" in capfd.readouterr().err
+    assert len((out / "log.jsonl").read_text().splitlines()) == changed["steps"]
+    after = torch.load(out / "checkpoint.pt", weights_only=False)["student"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # new data, same config: trains again as well
+    train = tmp_path / "train_reversed.json"
+    records = json.loads((tmp_path / "train.json").read_text())
+    train.write_text(json.dumps(records[::-1]))
+    capfd.readouterr()
+    distill(CFG, out, {**overrides(tmp_path, **{"training.lr_others": 0.002}), "paths.train": str(train)})
+    assert "starting a new run" in capfd.readouterr().err

@@ -11,7 +11,7 @@ import json
 import platform
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -130,24 +130,28 @@ def _encoder_only(model: Any, windows: list[list[str]], batch_size: int) -> None
         encoder(enc["input_ids"], enc["attention_mask"])
 
 
+def _shared_share(pairs: Iterable[tuple[set, set]]) -> float:
+    """Entities found by both sides over entities found by either, pooled over all texts."""
+    both = total = 0
+    for ours, theirs in pairs:
+        both += len(ours & theirs)
+        total += len(ours | theirs)
+    return both / total if total else 1.0
+
+
 def _span_agreement(a: list[Any], b: list[Any]) -> float:
     """Share of entities (token offsets + label) that two runs of the pipe over the same texts share."""
-    both = total = 0
-    for x, y in zip(a, b, strict=True):
-        ents_x = {(e.start, e.end, e.label_) for e in x.ents}
-        ents_y = {(e.start, e.end, e.label_) for e in y.ents}
-        both += len(ents_x & ents_y)
-        total += len(ents_x | ents_y)
-    return both / total if total else 1.0
+
+    def ents(doc: Any) -> set:
+        return {(e.start, e.end, e.label_) for e in doc.ents}
+
+    return _shared_share((ents(x), ents(y)) for x, y in zip(a, b, strict=True))
 
 
 def _agreement(docs: list[Any], by_len: list[str], raw: list[list[dict]], texts: list[str]) -> float:
     """Share of entities (char offsets + label) that raw GLiNER and the pipe both predict."""
     raw_by_text = {t: {(e["start"], e["end"], e["label"]) for e in ents} for t, ents in zip(by_len, raw, strict=True)}
-    both = total = 0
-    for text, doc in zip(texts, docs, strict=True):
-        ours = {(e.start_char, e.end_char, e.label_) for e in doc.ents}
-        theirs = raw_by_text[text]
-        both += len(ours & theirs)
-        total += len(ours | theirs)
-    return both / total if total else 1.0
+    return _shared_share(
+        ({(e.start_char, e.end_char, e.label_) for e in doc.ents}, raw_by_text[text])
+        for text, doc in zip(texts, docs, strict=True)
+    )

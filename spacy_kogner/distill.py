@@ -18,7 +18,6 @@ steps, and the same command continues from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,7 @@ from .config import ConfigError, check_known_keys, load_config
 from .data.labels import label_prompt, load_label_table
 from .data.readers import corpus_label_sets, gliner_record_to_sentence
 from .model import DistillHeads, SpanModel
+from .teacher.pipeline import seed_everything
 
 DIST_LOSSES = ("mse", "mse_frozen", "infonce")
 SECTIONS = {
@@ -149,7 +149,7 @@ class Distiller:
         self.device = torch.device(
             self.t["device"] if self.t["device"] != "cuda" or torch.cuda.is_available() else "cpu"
         )
-        self._seed_all(self.t["seed"])
+        seed_everything(self.t["seed"])
         paths = cfg["paths"]
         self.label_table = load_label_table(paths["labels"])
         self.train = read_records(paths["train"], self.t["max_train_sentences"])
@@ -182,15 +182,9 @@ class Distiller:
         self.fingerprint = run_fingerprint(cfg)
         # Re-seed after building: the heads' size depends on the teacher, and a b = 0 run must
         # see the same dropout masks and batches as its b > 0 counterpart.
-        self._seed_all(self.t["seed"])
+        seed_everything(self.t["seed"])
 
     # ------------------------------------------------------------------------ set-up
-    @staticmethod
-    def _seed_all(seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
     @staticmethod
     def _load_teacher(path: str) -> Any:
         from .teacher.store import HStore
@@ -426,18 +420,18 @@ RESUME_IGNORED = ("stop_after", "num_threads", "device", "eval_batch_size")
 
 def _content_hash(path: str | Path) -> str:
     """sha256 of a file, or of every file under a folder (names and contents)."""
-    from .teacher.graph import file_sha256
+    from .teacher.graph import file_sha256, json_sha256
 
     path = Path(path)
     if path.is_dir():
-        parts = [f"{p.relative_to(path)}:{file_sha256(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        return json_sha256({str(p.relative_to(path)): file_sha256(p) for p in sorted(path.rglob("*")) if p.is_file()})
     return file_sha256(path) if path.is_file() else "missing"
 
 
 def run_fingerprint(cfg: dict[str, Any]) -> str:
     """What a checkpoint belongs to: the config (less ``RESUME_IGNORED``) and the content of the
     training data, dev data, label table and teacher H, so that a resume never mixes two runs."""
+    from .teacher.graph import json_sha256
     from .teacher.store import H_FILE
 
     training = {k: v for k, v in cfg["training"].items() if k not in RESUME_IGNORED}
@@ -445,17 +439,12 @@ def run_fingerprint(cfg: dict[str, Any]) -> str:
     files = {key: _content_hash(paths[key]) for key in ("train", "dev", "labels") if paths.get(key)}
     if paths.get("teacher"):
         files["teacher"] = _content_hash(Path(paths["teacher"]) / H_FILE)
-    payload = {"config": {**cfg, "training": training}, "files": files}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256({"config": {**cfg, "training": training}, "files": files})
 
 
 def _median_step_s(log_path: Path) -> float | None:
     """Median seconds per optimisation step over the whole log (resumed runs included)."""
-    times = []
-    for line in log_path.read_text(encoding="utf8").splitlines():
-        entry = json.loads(line)
-        if "step_s" in entry:
-            times.append(entry["step_s"])
+    times = [entry["step_s"] for entry in iter_log(log_path) if "step_s" in entry]
     return float(np.median(times)) if times else None
 
 

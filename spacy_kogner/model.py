@@ -143,13 +143,13 @@ class SpanModel:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         wrapper = self.gliner.model.token_rep_layer.bert_layer
-        quantized = wrapper.model
+        running = wrapper.model
         if self._fp32_encoder is not None:
             wrapper.model = self._fp32_encoder
         try:
             self.gliner.save_pretrained(str(path))
         finally:
-            wrapper.model = quantized
+            wrapper.model = running
 
     @property
     def quantized(self) -> bool:

@@ -22,6 +22,7 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,11 @@ def _read_table(path: PathLike, columns: Sequence[str], sep: str | None) -> Iter
             yield line_no, [row[p] for p in positions]
         if n_rows == 0:
             raise KGError(f"{path}: empty file (a header but no data rows)")
+
+
+def json_sha256(payload: Any) -> str:
+    """Content hash of a JSON-able value (keys sorted): the cache key of a stage or a run."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def file_sha256(path: PathLike) -> str:

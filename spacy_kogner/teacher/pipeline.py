@@ -10,7 +10,6 @@ is simply recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -23,16 +22,12 @@ import torch
 
 from ..config import ConfigError, check_known_keys
 from ..offline import resolve_encoder
-from .graph import KnowledgeGraph, file_sha256, load_kg
+from .graph import KnowledgeGraph, file_sha256, json_sha256, load_kg
 from .store import write_store
 
 SECTIONS = {"paths", "system", "kg", "text", "gnn", "transr"}
 SYSTEM_KEYS = {"seed", "threads"}
 BLOCK_NAMES = ("Z", "Z_prime", "Z_double_prime")
-
-
-def _hash(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def seed_everything(seed: int) -> None:
@@ -157,7 +152,8 @@ def run_teacher(
 
     from .gnn import pretrain_graph_transformer
 
-    gnn_stage = Stage(out, "gnn", _hash({"z": text_stage.key, "kg": kg_hash, "gnn": dict(cfg["gnn"]), "seed": seed}))
+    gnn_key = json_sha256({"z": text_stage.key, "kg": kg_hash, "gnn": dict(cfg["gnn"]), "seed": seed})
+    gnn_stage = Stage(out, "gnn", gnn_key)
 
     def _gnn() -> tuple[np.ndarray, dict[str, Any]]:
         seed_everything(seed)
@@ -167,7 +163,7 @@ def run_teacher(
 
     from .transr import train_transr
 
-    transr_stage = Stage(out, "transr", _hash({"kg": kg_hash, "transr": dict(cfg["transr"]), "seed": seed}))
+    transr_stage = Stage(out, "transr", json_sha256({"kg": kg_hash, "transr": dict(cfg["transr"]), "seed": seed}))
 
     def _transr() -> tuple[np.ndarray, dict[str, Any]]:
         seed_everything(seed)
@@ -177,7 +173,7 @@ def run_teacher(
 
     stages = {"kg": kg_info, "text": text_info, "gnn": gnn_info, "transr": transr_info}
     metrics = _collect_metrics(kg, stages, z, z1, z2)
-    store_key = _hash([text_stage.key, gnn_stage.key, transr_stage.key])
+    store_key = json_sha256([text_stage.key, gnn_stage.key, transr_stage.key])
     meta_path = out / "meta.json"
     old_key = None
     if meta_path.is_file():

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import spacy_kogner  # noqa: F401  (sets offline defaults before any HF import)
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KOGNER_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data"
@@ -17,8 +15,11 @@ DATA = SHARED / "data"
 
 @pytest.fixture(scope="session")
 def span_model():
-    from spacy_kogner.model import SpanModel
+    import torch
 
+    from spacy_kogner.pipeline.span_model import SpanModel
+
+    torch.manual_seed(0)  # the untrained head is random: seed it so that test runs are repeatable
     return SpanModel.build("default", max_width=12)
 
 

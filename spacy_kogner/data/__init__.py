@@ -1,7 +1,10 @@
-"""The data layer: corpus readers/writers, label harmonisation, span → KG linking, silver corpora.
+"""The data layer: corpus readers/writers, label tables, span → KG linking, silver and LLM corpora.
 
-Every training and evaluation run reads its data through ``readers.read_corpus`` and the
-training-ready folders written by ``python -m spacy_kogner build-corpus``.
+``readers`` (every corpus format ↔ ``Sentence``) · ``labels`` (label → prompt and KG kinds) ·
+``linking`` (span → KG node) · ``corpus`` (training-ready folders) · ``silver`` (KG-name distant
+supervision) · ``generate`` (the paper's LLM route).
+
+May import: ``kg``, ``pipeline.gliner_compat`` (GLiNER's word splitter), ``config``, ``repro``.
 """
 
 from .readers import CorpusFormatError, Sentence, Span, read_corpus, write_corpus

@@ -34,12 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import check_known_keys, load_config
-from .labels import KindInfo, _resolve
+from ..config import load_config, read_section, resolve_config_path
+from ..pipeline.gliner_compat import split_words
+from .labels import KindInfo
 
 DEFAULT_GENERATE_CFG = "configs/generate.cfg"
-# GLiNER's own word splitter, so generated records tokenise the way GLiNER reads text.
-_WORD_RE = re.compile(r"\w+(?:[-_]\w+)*|\S")
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -75,18 +74,17 @@ class GenerateSettings:
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> GenerateSettings:
-        section = dict(section)
-        check_known_keys(section, set(cls.__dataclass_fields__), "generate")
-        return cls(**section)
+        """Validate the ``[generate]`` section (``config.read_section``)."""
+        return read_section(cls, section, "generate")
 
     @classmethod
     def from_config(cls, path: str | Path = DEFAULT_GENERATE_CFG, overrides: dict | None = None) -> GenerateSettings:
-        return cls.from_section(load_config(_resolve(path), overrides)["generate"])
+        return cls.from_section(load_config(resolve_config_path(path), overrides)["generate"])
 
 
 def tokenize(text: str) -> list[str]:
-    """Split text into GLiNER words."""
-    return _WORD_RE.findall(text)
+    """Split text into words the way GLiNER reads raw text (its own whitespace splitter)."""
+    return split_words(text)
 
 
 def find_tokens(tokens: list[str], needle: list[str]) -> int | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import check_known_keys, load_config
+from ..config import load_config, read_section, resolve_config_path
 
 DEFAULT_LABELS_CFG = "configs/labels.cfg"
 
@@ -31,33 +31,18 @@ class KindInfo:
     gold_label: str = ""
 
 
-def _resolve(path: str | Path) -> Path:
-    """Find a config by its repo-relative name also when run from another working directory."""
-    path = Path(path)
-    if path.exists() or path.is_absolute():
-        return path
-    packaged = Path(__file__).resolve().parents[2] / path
-    return packaged if packaged.exists() else path
-
-
 def load_label_table(path: str | Path = DEFAULT_LABELS_CFG) -> dict[str, LabelInfo]:
     """Corpus label → ``LabelInfo`` from the ``[labels.*]`` sections of the label config."""
-    cfg = load_config(_resolve(path))
-    table = {}
-    for label, section in cfg.get("labels", {}).items():
-        check_known_keys(section, {"prompt", "kg_kinds"}, f"labels.{label}")
-        table[label] = LabelInfo(str(section["prompt"]), list(section.get("kg_kinds", [])))
-    return table
+    cfg = load_config(resolve_config_path(path))
+    return {
+        label: read_section(LabelInfo, section, f"labels.{label}") for label, section in cfg.get("labels", {}).items()
+    }
 
 
 def load_kind_table(path: str | Path = DEFAULT_LABELS_CFG) -> dict[str, KindInfo]:
     """KG node kind → ``KindInfo`` from the ``[kinds.*]`` sections (used by the silver builder)."""
-    cfg = load_config(_resolve(path))
-    table = {}
-    for kind, section in cfg.get("kinds", {}).items():
-        check_known_keys(section, {"prompt", "gold_label"}, f"kinds.{kind}")
-        table[kind] = KindInfo(str(section["prompt"]), str(section.get("gold_label", "")))
-    return table
+    cfg = load_config(resolve_config_path(path))
+    return {kind: read_section(KindInfo, section, f"kinds.{kind}") for kind, section in cfg.get("kinds", {}).items()}
 
 
 def label_prompt(label: str, table: dict[str, LabelInfo]) -> str:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import check_known_keys, load_config
+from ..config import load_config, read_section, require, resolve_config_path
 from .labels import LabelInfo
 from .readers import Sentence, Span, iter_documents
 
@@ -90,23 +90,19 @@ class LinkingSettings:
     report_examples: int
     report_seed: int
 
+    def __post_init__(self) -> None:
+        bad = [r for r in self.rules if r not in RULES]
+        require(not bad, f"Unknown linking rule(s) {bad}; known: {list(RULES)}")
+
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> LinkingSettings:
-        """Validate a ``[linking]`` section: unknown keys and unknown rule names fail."""
-        section = dict(section)
-        check_known_keys(section, set(cls.__dataclass_fields__), "linking")
-        settings = cls(**section)
-        bad = [r for r in settings.rules if r not in RULES]
-        if bad:
-            raise ValueError(f"Unknown linking rule(s) {bad}; known: {list(RULES)}")
-        return settings
+        """Validate the ``[linking]`` section (``config.read_section``)."""
+        return read_section(cls, section, "linking")
 
     @classmethod
     def from_config(cls, path: str | Path = DEFAULT_LINKING_CFG, overrides: dict | None = None) -> LinkingSettings:
         """Read the ``[linking]`` section of a config file."""
-        from .labels import _resolve
-
-        return cls.from_section(load_config(_resolve(path), overrides)["linking"])
+        return cls.from_section(load_config(resolve_config_path(path), overrides)["linking"])
 
 
 # --------------------------------------------------------------------------- normalisation

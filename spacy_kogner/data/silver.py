@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import check_known_keys, load_config
-from .labels import KindInfo, _resolve
+from ..config import load_config, read_section, resolve_config_path
+from .labels import KindInfo
 from .linking import LinkingSettings, find_abbreviations, normal_tokens
 from .readers import Sentence, Span
 
@@ -49,13 +49,12 @@ class SilverSettings:
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> SilverSettings:
-        section = dict(section)
-        check_known_keys(section, set(cls.__dataclass_fields__), "silver")
-        return cls(**section)
+        """Validate the ``[silver]`` section (``config.read_section``)."""
+        return read_section(cls, section, "silver")
 
     @classmethod
     def from_config(cls, path: str | Path = DEFAULT_SILVER_CFG, overrides: dict | None = None) -> SilverSettings:
-        return cls.from_section(load_config(_resolve(path), overrides)["silver"])
+        return cls.from_section(load_config(resolve_config_path(path), overrides)["silver"])
 
 
 def _alnum(text: str) -> str:

@@ -32,38 +32,39 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, check_known_keys
-from .graph import KnowledgeGraph
-
-GNN_KEYS = {
-    "layers",
-    "hidden",
-    "heads",
-    "dropout",
-    "attention_dropout",
-    "relation_dim",
-    "lr",
-    "weight_decay",
-    "max_epochs",
-    "patience",
-    "name_mask_rate",
-    "train_frac",
-    "val_frac",
-    "baseline_lr",
-    "baseline_max_epochs",
-}
+from ..config import require
+from ..kg.graph import KnowledgeGraph
 
 
-def check_gnn_config(cfg: dict[str, Any]) -> None:
-    """Reject unknown keys and sizes TransformerConv cannot build."""
-    check_known_keys(cfg, GNN_KEYS, "gnn")
-    if int(cfg["hidden"]) % int(cfg["heads"]):
-        raise ConfigError(f"[gnn] hidden ({cfg['hidden']}) must be divisible by heads ({cfg['heads']})")
-    train_frac, val_frac = float(cfg["train_frac"]), float(cfg["val_frac"])
-    if not (0 < train_frac and 0 < val_frac and train_frac + val_frac < 1):
-        raise ConfigError("[gnn] need 0 < train_frac and train_frac + val_frac < 1 (the rest is test)")
-    if not 0 <= float(cfg["name_mask_rate"]) < 1:
-        raise ConfigError("[gnn] name_mask_rate must be in [0, 1)")
+@dataclass
+class GNNSettings:
+    """The ``[gnn]`` section: the Graph Transformer and its MLP-on-Z baseline."""
+
+    layers: int
+    hidden: int
+    heads: int
+    dropout: float
+    attention_dropout: float
+    relation_dim: int
+    lr: float
+    weight_decay: float
+    max_epochs: int
+    patience: int
+    name_mask_rate: float
+    train_frac: float
+    val_frac: float
+    baseline_lr: float
+    baseline_max_epochs: int
+
+    def __post_init__(self) -> None:
+        require(
+            self.hidden % self.heads == 0, f"[gnn] hidden ({self.hidden}) must be divisible by heads ({self.heads})"
+        )
+        require(
+            0 < self.train_frac and 0 < self.val_frac and self.train_frac + self.val_frac < 1,
+            "[gnn] need 0 < train_frac and train_frac + val_frac < 1 (the rest is test)",
+        )
+        require(0 <= self.name_mask_rate < 1, "[gnn] name_mask_rate must be in [0, 1)")
 
 
 @dataclass
@@ -178,7 +179,7 @@ def _fit(
     run: Any,
     labels: torch.Tensor,
     split: NodeSplit,
-    cfg: dict[str, Any],
+    cfg: GNNSettings,
     *,
     mask_gen: torch.Generator | None,
     num_nodes: int,
@@ -191,12 +192,12 @@ def _fit(
 
     ``run(mask)`` returns logits for all nodes given a name mask (or ``None``).
     """
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=float(cfg["weight_decay"]))
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=float(cfg.weight_decay))
     loss_fn = nn.CrossEntropyLoss()
-    rate = float(cfg["name_mask_rate"])
+    rate = float(cfg.name_mask_rate)
     best = {"val_acc": -1.0, "epoch": -1}
     best_state = copy.deepcopy(model.state_dict())
-    patience = int(cfg["patience"])
+    patience = int(cfg.patience)
     bar = tqdm(range(max_epochs), desc=desc, unit="epoch", disable=not progress)
     epochs_run = 0
     for epoch in bar:
@@ -224,17 +225,16 @@ def _fit(
 
 
 def pretrain_graph_transformer(
-    kg: KnowledgeGraph, z: np.ndarray, cfg: dict[str, Any], *, seed: int, progress: bool = True
+    kg: KnowledgeGraph, z: np.ndarray, cfg: GNNSettings, *, seed: int, progress: bool = True
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Pretrain the Graph Transformer and the baselines on one seeded split; return (Z', metrics)."""
-    check_gnn_config(cfg)
     start = time.perf_counter()
     labels = torch.from_numpy(kg.kind_labels())
     num_classes = len(kg.kind_names)
-    split = NodeSplit.make(kg.num_nodes, float(cfg["train_frac"]), float(cfg["val_frac"]), seed)
+    split = NodeSplit.make(kg.num_nodes, float(cfg.train_frac), float(cfg.val_frac), seed)
     zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
     edge_index, edge_rel = undirected_typed_edges(kg)
-    hidden, layers, dropout = int(cfg["hidden"]), int(cfg["layers"]), float(cfg["dropout"])
+    hidden, layers, dropout = int(cfg.hidden), int(cfg.layers), float(cfg.dropout)
 
     # Majority kind of the training nodes.
     majority = int(torch.bincount(labels[split.train], minlength=num_classes).argmax())
@@ -253,8 +253,8 @@ def pretrain_graph_transformer(
         num_nodes=kg.num_nodes,
         desc="Z': MLP-on-Z baseline",
         progress=progress,
-        lr=float(cfg["baseline_lr"]),
-        max_epochs=int(cfg["baseline_max_epochs"]),
+        lr=float(cfg.baseline_lr),
+        max_epochs=int(cfg.baseline_max_epochs),
     )
     with torch.no_grad():
         mlp_logits = mlp(zt)
@@ -267,11 +267,11 @@ def pretrain_graph_transformer(
         hidden,
         num_classes,
         layers=layers,
-        heads=int(cfg["heads"]),
+        heads=int(cfg.heads),
         dropout=dropout,
-        attention_dropout=float(cfg["attention_dropout"]),
+        attention_dropout=float(cfg.attention_dropout),
         num_edge_types=2 * len(kg.relations),
-        relation_dim=int(cfg["relation_dim"]),
+        relation_dim=int(cfg.relation_dim),
     )
     mask_gen = torch.Generator().manual_seed(seed + 1)
     gnn_fit = _fit(
@@ -284,8 +284,8 @@ def pretrain_graph_transformer(
         num_nodes=kg.num_nodes,
         desc="Z': Graph Transformer",
         progress=progress,
-        lr=float(cfg["lr"]),
-        max_epochs=int(cfg["max_epochs"]),
+        lr=float(cfg.lr),
+        max_epochs=int(cfg.max_epochs),
     )
     test_mask = torch.zeros(kg.num_nodes, dtype=torch.bool)
     test_mask[split.test] = True

@@ -9,21 +9,37 @@ not depend on the batch size beyond float rounding.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, check_known_keys
-from ..offline import resolve_encoder
-from .graph import KnowledgeGraph
+from ..config import require
+from ..kg.graph import KnowledgeGraph
+from ..pipeline.hub import resolve_encoder
 
-TEXT_KEYS = {"encoder", "template", "batch_size", "max_length", "pooling", "normalize"}
 POOLINGS = ("mean", "cls")
+
+
+@dataclass
+class TextSettings:
+    """The ``[text]`` section: how node names become Z."""
+
+    encoder: str
+    template: str
+    batch_size: int
+    max_length: int
+    pooling: str
+    normalize: bool
+
+    def __post_init__(self) -> None:
+        require(self.pooling in POOLINGS, f"[text] pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        require(self.batch_size >= 1 and self.max_length >= 2, "[text] batch_size must be ≥ 1 and max_length ≥ 2")
 
 
 def node_texts(kg: KnowledgeGraph, template: str) -> list[str]:
@@ -37,24 +53,15 @@ def node_texts(kg: KnowledgeGraph, template: str) -> list[str]:
     return texts
 
 
-def text_cache_key(kg: KnowledgeGraph, cfg: dict[str, Any]) -> str:
+def text_cache_key(kg: KnowledgeGraph, cfg: TextSettings) -> str:
     """Cache key of Z: the encoder (resolved path or hub id), the node table and the text settings.
 
     The batch size is left out on purpose: it changes speed, not the result.
     """
-    settings = {k: cfg[k] for k in sorted(cfg) if k != "batch_size"}
-    settings["encoder"] = resolve_encoder(cfg["encoder"])
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "batch_size"}
+    settings["encoder"] = resolve_encoder(cfg.encoder)
     payload = json.dumps({"text": settings, "nodes": kg.node_fingerprint()}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def check_text_config(cfg: dict[str, Any]) -> None:
-    """Reject unknown keys and impossible values before any model is loaded."""
-    check_known_keys(cfg, TEXT_KEYS, "text")
-    if cfg["pooling"] not in POOLINGS:
-        raise ConfigError(f"[text] pooling must be one of {POOLINGS}, got {cfg['pooling']!r}")
-    if int(cfg["batch_size"]) < 1 or int(cfg["max_length"]) < 2:
-        raise ConfigError("[text] batch_size must be ≥ 1 and max_length ≥ 2")
 
 
 @torch.inference_mode()
@@ -103,15 +110,14 @@ def encode_texts(
     return out
 
 
-def build_text_features(kg: KnowledgeGraph, cfg: dict[str, Any], *, progress: bool = True) -> np.ndarray:
+def build_text_features(kg: KnowledgeGraph, cfg: TextSettings, *, progress: bool = True) -> np.ndarray:
     """Z for a KG under the ``[text]`` config section."""
-    check_text_config(cfg)
     return encode_texts(
-        node_texts(kg, cfg["template"]),
-        cfg["encoder"],
-        batch_size=int(cfg["batch_size"]),
-        max_length=int(cfg["max_length"]),
-        pooling=cfg["pooling"],
-        normalize=bool(cfg["normalize"]),
+        node_texts(kg, cfg.template),
+        cfg.encoder,
+        batch_size=int(cfg.batch_size),
+        max_length=int(cfg.max_length),
+        pooling=cfg.pooling,
+        normalize=bool(cfg.normalize),
         progress=progress,
     )

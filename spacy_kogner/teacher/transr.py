@@ -21,28 +21,40 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import ConfigError, check_known_keys
-from .graph import KnowledgeGraph
+from ..config import ConfigError, require
+from ..kg.graph import KnowledgeGraph
 
-TRANSR_KEYS = {
-    "embedding_dim",
-    "relation_dim",
-    "scoring_fct_norm",
-    "epochs",
-    "batch_size",
-    "lr",
-    "num_negs_per_pos",
-    "train_frac",
-    "val_frac",
-    "eval_max_triples",
-    "eval_batch_size",
-}
+
+@dataclass
+class TransRSettings:
+    """The ``[transr]`` section: PyKEEN TransR sizes, training budget and evaluation sample."""
+
+    embedding_dim: int
+    relation_dim: int
+    scoring_fct_norm: int
+    epochs: int
+    batch_size: int
+    lr: float
+    num_negs_per_pos: int
+    train_frac: float
+    val_frac: float
+    eval_max_triples: int
+    eval_batch_size: int
+
+    def __post_init__(self) -> None:
+        require(
+            0 < self.train_frac and 0 < self.val_frac and self.train_frac + self.val_frac < 1,
+            "[transr] need 0 < train_frac, 0 < val_frac, train_frac + val_frac < 1",
+        )
+
+
 METRIC_KEYS = {
     "mrr": ("both", "realistic", "inverse_harmonic_mean_rank"),
     "hits_at_1": ("both", "realistic", "hits_at_1"),
@@ -58,14 +70,6 @@ def set_pystow_home(folder: str | Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PYSTOW_HOME"] = str(home)
     return home
-
-
-def check_transr_config(cfg: dict[str, Any]) -> None:
-    """Reject unknown keys and impossible split fractions."""
-    check_known_keys(cfg, TRANSR_KEYS, "transr")
-    train_frac, val_frac = float(cfg["train_frac"]), float(cfg["val_frac"])
-    if not (0 < train_frac and 0 < val_frac and train_frac + val_frac < 1):
-        raise ConfigError("[transr] need 0 < train_frac, 0 < val_frac, train_frac + val_frac < 1")
 
 
 def _project(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -116,7 +120,7 @@ def fast_transr_class() -> type:
     return FastTransR
 
 
-def _train_slcwa(model: Any, triples: torch.Tensor, cfg: dict[str, Any], *, seed: int, progress: bool) -> list[float]:
+def _train_slcwa(model: Any, triples: torch.Tensor, cfg: TransRSettings, *, seed: int, progress: bool) -> list[float]:
     """Stochastic local closed-world training with PyKEEN's sampler, loss and constraints.
 
     A plain loop instead of ``SLCWATrainingLoop``: on 2 CPU cores the latter's data loading cost
@@ -129,13 +133,13 @@ def _train_slcwa(model: Any, triples: torch.Tensor, cfg: dict[str, Any], *, seed
         mapped_triples=triples,
         num_entities=model.num_entities,
         num_relations=model.num_relations,
-        num_negs_per_pos=int(cfg["num_negs_per_pos"]),
+        num_negs_per_pos=int(cfg.num_negs_per_pos),
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
-    batch_size = int(cfg["batch_size"])
+    optimiser = torch.optim.Adam(model.parameters(), lr=float(cfg.lr))
+    batch_size = int(cfg.batch_size)
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    bar = tqdm(range(int(cfg["epochs"])), desc="Z'': TransR", unit="epoch", disable=not progress)
+    bar = tqdm(range(int(cfg.epochs)), desc="Z'': TransR", unit="epoch", disable=not progress)
     for _ in bar:
         model.train()
         order = torch.randperm(triples.shape[0], generator=gen)
@@ -164,10 +168,9 @@ def _metrics(result: Any) -> dict[str, float]:
 
 
 def train_transr(
-    kg: KnowledgeGraph, cfg: dict[str, Any], *, seed: int, progress: bool = True
+    kg: KnowledgeGraph, cfg: TransRSettings, *, seed: int, progress: bool = True
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Train TransR on the KG's triples; return (Z'' [M, embedding_dim] float32, metrics)."""
-    check_transr_config(cfg)
     if "PYSTOW_HOME" not in os.environ:
         raise RuntimeError("Set PYSTOW_HOME (teacher.transr.set_pystow_home) before training TransR")
     from pykeen.evaluation import RankBasedEvaluator
@@ -184,10 +187,10 @@ def train_transr(
         num_entities=kg.num_nodes,
         num_relations=len(kg.relations),
     )
-    train_frac, val_frac = float(cfg["train_frac"]), float(cfg["val_frac"])
+    train_frac, val_frac = float(cfg.train_frac), float(cfg.val_frac)
     train, val, test = factory.split([train_frac, val_frac, 1.0 - train_frac - val_frac], random_state=seed)
     eval_triples = test.mapped_triples
-    max_eval = int(cfg["eval_max_triples"])
+    max_eval = int(cfg.eval_max_triples)
     if 0 < max_eval < eval_triples.shape[0]:
         gen = torch.Generator().manual_seed(seed)
         pick = torch.randperm(eval_triples.shape[0], generator=gen)[:max_eval].sort().values
@@ -196,16 +199,16 @@ def train_transr(
     torch.manual_seed(seed)
     model = fast_transr_class()(
         triples_factory=train,
-        embedding_dim=int(cfg["embedding_dim"]),
-        relation_dim=int(cfg["relation_dim"]),
-        scoring_fct_norm=int(cfg["scoring_fct_norm"]),
+        embedding_dim=int(cfg.embedding_dim),
+        relation_dim=int(cfg.relation_dim),
+        scoring_fct_norm=int(cfg.scoring_fct_norm),
         random_seed=seed,
     )
     evaluator = RankBasedEvaluator(filtered=True)
     filters = [train.mapped_triples, val.mapped_triples]
     eval_kwargs = {
         "additional_filter_triples": filters,
-        "batch_size": int(cfg["eval_batch_size"]),
+        "batch_size": int(cfg.eval_batch_size),
         "use_tqdm": progress,
     }
     t0 = time.perf_counter()

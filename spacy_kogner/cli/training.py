@@ -1,0 +1,40 @@
+"""Training commands: ``distill`` (the KoGNER student) and ``train-baseline`` (spaCy baselines)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .app import OVERRIDES, PROFILE_OPTION, app, overrides_of
+
+
+@app.command("distill", context_settings=OVERRIDES)
+def distill_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="Distillation config, e.g. configs/distill.cfg"),
+    output_dir: Path = typer.Argument(..., help="Run folder: checkpoint, log.jsonl, model-best/, metrics.json"),
+    profile: str = PROFILE_OPTION,
+) -> None:
+    """Train the student with L = a·L_lang + b·L_dist; resumes from OUTPUT_DIR/checkpoint.pt."""
+    from ..training.distill import distill
+
+    metrics = distill(config, output_dir, overrides_of(ctx), profile=profile or None)
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command("train-baseline", context_settings=OVERRIDES)
+def train_baseline_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="spaCy training config (configs/spacy_trf.cfg or configs/spacy_cnn.cfg)"),
+    output: Path = typer.Argument(..., help="Output folder (model-best/, model-last/, metrics.json)"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    profile: str = PROFILE_OPTION,
+) -> None:
+    """``spacy train`` on the offline backbone; writes metrics.json (the project's run summary)."""
+    from ..training.baseline import train_baseline
+
+    output.mkdir(parents=True, exist_ok=True)
+    summary = train_baseline(config, output, overrides_of(ctx), gpu_id, profile=profile or None)
+    typer.echo(f"Baseline trained in {summary.wall_s:.0f} s: {output / 'model-best'}")

@@ -1,0 +1,431 @@
+"""The ``kogner`` spaCy pipe: GLiNER span NER on spaCy's own tokens.
+
+Design choices (each one closes a gap of gliner-spacy):
+
+* **Token alignment.** The model is fed the doc's own tokens (whitespace tokens left out) and
+  every prediction is a ``(first token, last token)`` pair, so spans are built with
+  ``doc[start:end]`` and can never fall inside a token. Tokens the encoder's tokenizer would
+  drop (zero-width spaces, lone combining marks) are fed as the unknown token so that word
+  positions never shift.
+* **Long documents.** Overlapping windows (``windows.py``); a span seen in two windows is kept
+  once, with its higher score.
+* **Batching.** ``pipe`` collects the windows of a whole batch of docs, sorts them by length
+  (so padding stays small) and runs the model on ``batch_size`` windows at a time; decoding is
+  vectorised (one ``nonzero`` over the score tensor, no Python loop over candidate spans).
+* **Flat output by score.** ``doc.ents`` (and the span group when ``flat``) keep the
+  highest-scoring non-overlapping spans, never simply the longest.
+* **A real spaCy ``Pipe``.** ``nlp.set_error_handler`` reaches it; ``to_disk``/``from_disk``
+  honour ``exclude`` (``"cfg"``, ``"model"``); weights and tokenizer travel with the pipeline and
+  nothing is downloaded when it is loaded. Reading the ``model`` attribute never builds a model
+  (spaCy inspects it while adding pipes); ``ensure_model()`` does.
+* **Settings declared once**, in ``KognerSettings``: the factory's signature and
+  ``DEFAULT_CONFIG`` are derived from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import srsly
+import torch
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.training import Example
+from spacy.util import minibatch
+
+from .prompts import KognerConfigError, LabelSpec, parse_labels
+from .scorer import DEFAULT_SPANS_KEY, kogner_score
+from .span_model import ModelLoadError, SpanModel
+from .windows import SpanHits, Window, best_label_per_span, collect_hits, cut_windows, greedy_flat
+
+CFG_FILE = "kogner.json"
+MODEL_DIR = "model"
+# What a serialised component may contain: its settings file and the model folder's flat files
+# of these kinds. Anything else (a path outside the folder, a Python module) is refused on load.
+# ``pytorch_model.bin`` is what version 0.1 wrote; GLiNER reads it with ``weights_only=True``.
+MODEL_FILE_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*\.(json|safetensors|txt|model)|pytorch_model\.bin)$")
+
+__all__ = ["KognerComponent", "KognerConfigError", "KognerSettings", "LabelSpec", "make_kogner"]
+
+
+def _setting(default: Any, doc: str, *, runtime: bool = False) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"doc": doc, "runtime": runtime})
+    return field(default=default, metadata={"doc": doc, "runtime": runtime})
+
+
+@dataclass
+class KognerSettings:
+    """Every setting of the ``kogner`` component, its default and what it means (README's table).
+
+    ``runtime`` settings can change after creation (``configure``/``set_labels``) and are saved
+    in ``kogner.json``; the others decide how the model is built or placed."""
+
+    model: str = _setting(
+        "default",
+        "Model to build: 'default' (shipped MiniLM), a HF encoder id/folder, or a GLiNER checkpoint "
+        "folder/id; replaced by the saved weights on spacy.load.",
+    )
+    labels: list[Any] = _setting([], "Output labels: strings, or {'label': .., 'prompt': ..}.", runtime=True)
+    threshold: float = _setting(0.5, "Minimum span score in [0, 1].", runtime=True)
+    flat: bool = _setting(True, "Greedy non-overlapping spans (highest score first) in the span group.", runtime=True)
+    spans_key: str = _setting(DEFAULT_SPANS_KEY, "Span group holding all scored spans.", runtime=True)
+    batch_size: int = _setting(32, "Windows per forward pass.", runtime=True)
+    max_window_tokens: int = _setting(256, "Longest window in spaCy tokens.", runtime=True)
+    stride: int = _setting(224, "Step between window starts.", runtime=True)
+    max_width: int = _setting(12, "Longest candidate span in tokens (new models only).")
+    device: str = _setting("cpu", "'cpu', 'cuda', 'cuda:N' or 'auto'.")
+    multi_label: bool = _setting(False, "Allow several labels per span in the span group.", runtime=True)
+    overwrite_ents: bool = _setting(False, "Replace existing doc.ents (else only fill free tokens).", runtime=True)
+    quantize: bool = _setting(False, "Opt-in dynamic int8 encoder (CPU only).")
+    trust_remote_code: bool = _setting(False, "Allow a model folder to import code it carries (auto_map).")
+
+
+SETTING_FIELDS = {f.name: f for f in dataclasses.fields(KognerSettings)}
+RUNTIME_KEYS = tuple(name for name, f in SETTING_FIELDS.items() if f.metadata["runtime"])
+_TYPES = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
+
+
+def _defaults() -> dict[str, Any]:
+    return dataclasses.asdict(KognerSettings())
+
+
+DEFAULT_CONFIG: dict[str, Any] = {**_defaults(), "scorer": {"@scorers": "kogner.scorer.v1"}}
+
+
+def _check_type(key: str, value: Any) -> None:
+    kind = SETTING_FIELDS[key].type
+    allowed = _TYPES.get(kind if isinstance(kind, str) else getattr(kind, "__name__", ""))
+    if allowed is None:
+        return
+    if isinstance(value, bool) and bool not in allowed:
+        raise KognerConfigError(f"{key} must be a {kind}, got the boolean {value!r}")
+    if not isinstance(value, allowed):
+        raise KognerConfigError(f"{key} must be a {kind}, got {type(value).__name__} {value!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; an explicit CUDA device must exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise KognerConfigError(f"Unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise KognerConfigError(f"device={device!r} but no CUDA device is available; use 'cpu' or 'auto'")
+    return dev
+
+
+def make_kogner(nlp: Language, name: str, **settings: Any) -> KognerComponent:
+    """Factory behind ``nlp.add_pipe("kogner", config={...})``; see ``KognerSettings``."""
+    scorer = settings.pop("scorer", kogner_score)
+    return KognerComponent(nlp.vocab, name, settings=KognerSettings(**settings), scorer=scorer)
+
+
+# spaCy validates a factory's config against its signature: derive it from the settings.
+make_kogner.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter("nlp", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Language),
+        inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+        *(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation={"float": float, "int": int, "bool": bool, "str": str}.get(f.type, Any),
+            )
+            for f in dataclasses.fields(KognerSettings)
+        ),
+        inspect.Parameter("scorer", inspect.Parameter.KEYWORD_ONLY, annotation=Callable | None),
+    ]
+)
+Language.factory(
+    "kogner",
+    default_config=DEFAULT_CONFIG,
+    assigns=["doc.ents", "doc.spans"],
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)(make_kogner)
+
+
+class KognerComponent(Pipe):
+    """GLiNER span NER as a spaCy pipe (see the module docstring for the design)."""
+
+    def __init__(
+        self,
+        vocab: Any,
+        name: str = "kogner",
+        *,
+        settings: KognerSettings | None = None,
+        scorer: Callable | None = kogner_score,
+        span_model: SpanModel | None = None,
+        **overrides: Any,
+    ) -> None:
+        settings = dataclasses.replace(settings or KognerSettings(), **overrides)
+        for key in SETTING_FIELDS:
+            if key not in RUNTIME_KEYS:
+                _check_type(key, getattr(settings, key))
+        self.vocab = vocab
+        self.name = name
+        self.model_source = settings.model
+        self.max_width_cfg = int(settings.max_width)
+        self.device = resolve_device(settings.device)
+        if settings.quantize and self.device.type != "cpu":
+            raise KognerConfigError(f"quantize=true (int8) runs on CPU only, but device={settings.device!r}")
+        self.quantize = bool(settings.quantize)
+        self.trust_remote_code = bool(settings.trust_remote_code)
+        self.scorer = scorer
+        self._model: SpanModel | None = None
+        self.cfg: dict[str, Any] = {}
+        self.configure(**{k: getattr(settings, k) for k in RUNTIME_KEYS})
+        if span_model is not None:
+            self.model = span_model
+
+    # ------------------------------------------------------------------ configuration
+    def configure(self, **settings: Any) -> None:
+        """Validate and apply run-time settings (labels, threshold, windows, ...)."""
+        unknown = set(settings) - set(RUNTIME_KEYS)
+        if unknown:
+            raise KognerConfigError(f"Unknown kogner setting(s) {sorted(unknown)}; known: {list(RUNTIME_KEYS)}")
+        cfg = {**self.cfg, **settings}
+        for key in RUNTIME_KEYS:
+            if key != "labels":
+                _check_type(key, cfg[key])
+        if not 0.0 <= float(cfg["threshold"]) <= 1.0:
+            raise KognerConfigError(f"threshold must be in [0, 1], got {cfg['threshold']!r}")
+        for key in ("batch_size", "max_window_tokens", "stride"):
+            if cfg[key] < 1:
+                raise KognerConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+        if cfg["stride"] > cfg["max_window_tokens"]:
+            raise KognerConfigError(
+                f"stride ({cfg['stride']}) must not exceed max_window_tokens ({cfg['max_window_tokens']})"
+            )
+        if not cfg["spans_key"]:
+            raise KognerConfigError("spans_key must be a non-empty string")
+        self.label_specs = parse_labels(cfg["labels"])
+        cfg["labels"] = [{"label": s.label, "prompt": s.prompt} for s in self.label_specs]
+        cfg["threshold"] = float(cfg["threshold"])
+        self.cfg = cfg
+        if self._model is not None:
+            self._check_windows(self._model)
+
+    def set_labels(self, labels: Sequence[Any]) -> None:
+        """Change the label set at run time (zero-shot); saved with the pipeline."""
+        self.configure(labels=list(labels))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(s.label for s in self.label_specs)
+
+    @property
+    def model(self) -> SpanModel | None:
+        """The span model, or None before it is built: reading it never builds one."""
+        return self._model
+
+    @model.setter
+    def model(self, span_model: SpanModel) -> None:
+        span_model = span_model.to(self.device)
+        if self.quantize:
+            span_model.quantize_encoder()
+        self._check_windows(span_model)
+        self._model = span_model
+
+    def ensure_model(self) -> SpanModel:
+        """The span model, built from the ``model`` setting on first use."""
+        if self._model is None:
+            self.model = SpanModel.from_source(
+                self.model_source, trust_remote_code=self.trust_remote_code, max_width=self.max_width_cfg
+            )
+        assert self._model is not None
+        return self._model
+
+    def _check_windows(self, model: SpanModel) -> None:
+        window, stride = self.cfg["max_window_tokens"], self.cfg["stride"]
+        if window > model.max_words:
+            raise KognerConfigError(f"max_window_tokens ({window}) exceeds the model's max_len ({model.max_words})")
+        if window - stride < model.max_width:
+            raise KognerConfigError(
+                f"Windows overlap by {window - stride} tokens, less than the model's max span width "
+                f"({model.max_width}): entities at window borders could be lost. Lower stride."
+            )
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]] | None = None,
+        *,
+        nlp: Language | None = None,
+        labels: Sequence[Any] | None = None,
+    ) -> None:
+        """Set labels (given, or the entity labels found in the examples) and load the model."""
+        if labels is not None:
+            self.set_labels(labels)
+        elif not self.label_specs and get_examples is not None:
+            found = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
+            self.set_labels(found)
+        self.ensure_model()
+
+    # ---------------------------------------------------------------------- prediction
+    def __call__(self, doc: Doc) -> Doc:
+        try:
+            return self._annotate([doc])[0]
+        except Exception as err:  # noqa: BLE001 - handed to spaCy's error handler, which re-raises by default
+            self.get_error_handler()(self.name, self, [doc], err)
+            return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        for docs in minibatch(stream, size=batch_size):
+            try:
+                yield from self._annotate(list(docs))
+            except Exception as err:  # noqa: BLE001 - as in spaCy's TrainablePipe.pipe
+                self.get_error_handler()(self.name, self, list(docs), err)
+
+    def _prompts(self) -> list[str]:
+        if not self.label_specs:
+            raise KognerConfigError(
+                f"No labels configured for pipe '{self.name}': add it with "
+                "config={'labels': ['Disease', ...]} or call nlp.get_pipe(...).set_labels([...])"
+            )
+        return [s.prompt for s in self.label_specs]
+
+    def _windows(self, model: SpanModel, docs: list[Doc], prompt_len: int) -> list[Window]:
+        windows: list[Window] = []
+        budget = max(1, model.max_subwords - prompt_len)
+        for d, doc in enumerate(docs):
+            idx = [t.i for t in doc if not t.is_space]
+            windows += cut_windows(
+                d,
+                idx,
+                [doc[i].text for i in idx],
+                max_words=self.cfg["max_window_tokens"],
+                stride=self.cfg["stride"],
+                subword_budget=budget,
+                subword_count=model.subword_count,
+            )
+        return windows
+
+    def _annotate(self, docs: list[Doc]) -> list[Doc]:
+        prompts = self._prompts()
+        model = self.ensure_model()
+        windows = self._windows(model, docs, model.prompt_subwords(prompts))
+        windows.sort(key=lambda w: sum(model.subword_count(x) for x in w.words))
+        found: list[SpanHits] = [{} for _ in docs]
+        bs = self.cfg["batch_size"]
+        for b in range(0, len(windows), bs):
+            chunk = windows[b : b + bs]
+            scores = model.score_windows([w.words for w in chunk], prompts)
+            collect_hits(chunk, scores.probs, scores.valid, self.cfg["threshold"], found)
+        for doc, spans in zip(docs, found, strict=True):
+            self._set_annotations(doc, spans)
+        return docs
+
+    def _set_annotations(self, doc: Doc, found: SpanHits) -> None:
+        """All scored spans to ``doc.spans[spans_key]``, the best flat ones (by score) to ``doc.ents``."""
+        hits = found if self.cfg["multi_label"] else best_label_per_span(found)
+        items = sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))
+        flat = [items[i] for i in greedy_flat(items, len(doc))]
+        group = flat if self.cfg["flat"] else items
+        group = sorted(group, key=lambda kv: (kv[0][0], kv[0][1], self.labels[kv[0][2]]))
+        labels = self.labels
+        doc.spans[self.cfg["spans_key"]] = SpanGroup(
+            doc,
+            name=self.cfg["spans_key"],
+            spans=[Span(doc, s, e + 1, label=labels[c]) for (s, e, c), _ in group],
+            attrs={"scores": [float(score) for _, score in group]},
+        )
+        ents = [Span(doc, s, e + 1, label=labels[c]) for (s, e, c), _ in flat]  # score order
+        if self.cfg["overwrite_ents"]:
+            doc.ents = sorted(ents, key=lambda s: s.start)
+        else:
+            # Like entity_ruler: existing entities win, new ones only fill free tokens.
+            existing = list(doc.ents)
+            taken = {i for ent in existing for i in range(ent.start, ent.end)}
+            new = [s for s in ents if not taken.intersection(range(s.start, s.end))]
+            doc.ents = sorted(existing + new, key=lambda s: s.start)
+
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
+        if self.scorer is None:
+            return {}
+        return self.scorer(examples, spans_key=self.cfg["spans_key"], **kwargs)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        exclude = set(exclude)
+        if "cfg" not in exclude:
+            srsly.write_json(path / CFG_FILE, {k: self.cfg[k] for k in RUNTIME_KEYS})
+        if "model" not in exclude:
+            self.ensure_model().save(path / MODEL_DIR)
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> KognerComponent:
+        path = Path(path)
+        exclude = set(exclude)
+        if not path.is_dir():
+            raise ModelLoadError(f"kogner component folder not found: {path}")
+        if "cfg" not in exclude:
+            cfg_file = path / CFG_FILE
+            if not cfg_file.is_file():
+                raise ModelLoadError(f"kogner component folder {path} is missing {CFG_FILE}")
+            try:
+                cfg = srsly.read_json(cfg_file)
+            except ValueError as err:
+                raise ModelLoadError(f"{cfg_file} is not valid JSON: {err}") from err
+            if not isinstance(cfg, dict):
+                raise ModelLoadError(f"{cfg_file} must hold a JSON object")
+            try:
+                self.configure(**{k: v for k, v in cfg.items() if k in RUNTIME_KEYS})
+            except KognerConfigError as err:
+                raise ModelLoadError(f"{cfg_file}: {err}") from err
+        if "model" not in exclude:
+            model_dir = path / MODEL_DIR
+            if not model_dir.is_dir():
+                raise ModelLoadError(f"kogner component folder {path} is missing the model folder '{MODEL_DIR}/'")
+            unexpected = [p.name for p in model_dir.iterdir() if not (p.is_file() and MODEL_FILE_RE.match(p.name))]
+            if unexpected:
+                raise ModelLoadError(
+                    f"{model_dir} holds files a kogner model folder never contains: {sorted(unexpected)}"
+                )
+            self._model = None
+            self.model = SpanModel.load(model_dir, trust_remote_code=self.trust_remote_code)
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(tmp, exclude=exclude)
+            files = {p.relative_to(tmp).as_posix(): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> KognerComponent:
+        files = srsly.msgpack_loads(data)
+        if not isinstance(files, dict):
+            raise ModelLoadError("kogner bytes must hold a mapping of file names to contents")
+        bad = [name for name in files if not _is_component_file(name)]
+        if bad:
+            raise ModelLoadError(f"kogner bytes hold file names the component never writes: {sorted(map(str, bad))}")
+        tmp = tempfile.mkdtemp()
+        try:
+            for rel, content in files.items():
+                target = Path(tmp, *rel.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            return self.from_disk(tmp, exclude=exclude)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_component_file(name: Any) -> bool:
+    """``kogner.json`` or ``model/<flat file of an allowed kind>``: nothing else, no paths."""
+    if not isinstance(name, str):
+        return False
+    if name == CFG_FILE:
+        return True
+    head, sep, tail = name.partition("/")
+    return head == MODEL_DIR and bool(sep) and "/" not in tail and bool(MODEL_FILE_RE.match(tail))

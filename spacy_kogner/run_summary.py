@@ -1,5 +1,6 @@
 """``metrics.json``: one schema for what every training run (KoGNER student or spaCy baseline)
-cost and reached, written beside ``model-best`` and read by the evaluation harness and reports.
+cost and reached, written beside ``model-best`` by ``training/`` and read by ``evaluation/``.
+Imports nothing else from the package.
 """
 
 from __future__ import annotations

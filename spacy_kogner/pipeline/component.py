@@ -44,13 +44,14 @@ from spacy.util import minibatch
 
 from .prompts import KognerConfigError, LabelSpec, parse_labels
 from .scorer import DEFAULT_SPANS_KEY, kogner_score
-from .span_model import ModelLoadError, SpanModel
+from .span_model import CODE_FILE_RE, ModelLoadError, SpanModel
 from .windows import SpanHits, Window, best_label_per_span, collect_hits, cut_windows, greedy_flat
 
 CFG_FILE = "kogner.json"
 MODEL_DIR = "model"
 # What a serialised component may contain: its settings file and the model folder's flat files
-# of these kinds. Anything else (a path outside the folder, a Python module) is refused on load.
+# of these kinds. Anything else (a path outside the folder, a Python module unless the user set
+# ``trust_remote_code``: see ``span_model.CODE_FILE_RE``) is refused on load.
 # ``pytorch_model.bin`` is what version 0.1 wrote; GLiNER reads it with ``weights_only=True``.
 MODEL_FILE_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*\.(json|safetensors|txt|model)|pytorch_model\.bin)$")
 
@@ -87,7 +88,9 @@ class KognerSettings:
     multi_label: bool = _setting(False, "Allow several labels per span in the span group.", runtime=True)
     overwrite_ents: bool = _setting(False, "Replace existing doc.ents (else only fill free tokens).", runtime=True)
     quantize: bool = _setting(False, "Opt-in dynamic int8 encoder (CPU only).")
-    trust_remote_code: bool = _setting(False, "Allow a model folder to import code it carries (auto_map).")
+    trust_remote_code: bool = _setting(
+        False, "Allow a model folder to import code (auto_map) and to carry Python modules; trusted folders only."
+    )
 
 
 SETTING_FIELDS = {f.name: f for f in dataclasses.fields(KognerSettings)}
@@ -388,10 +391,21 @@ class KognerComponent(Pipe):
             model_dir = path / MODEL_DIR
             if not model_dir.is_dir():
                 raise ModelLoadError(f"kogner component folder {path} is missing the model folder '{MODEL_DIR}/'")
-            unexpected = [p.name for p in model_dir.iterdir() if not (p.is_file() and MODEL_FILE_RE.match(p.name))]
+            trusted = self.trust_remote_code
+            unexpected = sorted(
+                p.name for p in model_dir.iterdir() if not (p.is_file() and _is_model_file(p.name, trusted))
+            )
             if unexpected:
+                code = [name for name in unexpected if CODE_FILE_RE.match(name)]
+                hint = (
+                    f" {code} are Python modules: a model folder is data and loading it runs no code unless "
+                    "you set trust_remote_code = true in the kogner component config (only for a folder "
+                    "whose author you trust)."
+                    if code and not trusted
+                    else ""
+                )
                 raise ModelLoadError(
-                    f"{model_dir} holds files a kogner model folder never contains: {sorted(unexpected)}"
+                    f"{model_dir} holds files a kogner model folder never contains: {unexpected}.{hint}"
                 )
             self._model = None
             self.model = SpanModel.load(model_dir, trust_remote_code=self.trust_remote_code)
@@ -407,9 +421,12 @@ class KognerComponent(Pipe):
         files = srsly.msgpack_loads(data)
         if not isinstance(files, dict):
             raise ModelLoadError("kogner bytes must hold a mapping of file names to contents")
-        bad = [name for name in files if not _is_component_file(name)]
+        bad = [name for name in files if not _is_component_file(name, self.trust_remote_code)]
         if bad:
-            raise ModelLoadError(f"kogner bytes hold file names the component never writes: {sorted(map(str, bad))}")
+            hint = " (Python modules need trust_remote_code = true)" if not self.trust_remote_code else ""
+            raise ModelLoadError(
+                f"kogner bytes hold file names the component never writes: {sorted(map(str, bad))}{hint}"
+            )
         tmp = tempfile.mkdtemp()
         try:
             for rel, content in files.items():
@@ -421,11 +438,16 @@ class KognerComponent(Pipe):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _is_component_file(name: Any) -> bool:
+def _is_model_file(name: str, trust_remote_code: bool) -> bool:
+    """A file name a model folder may hold: data files, and Python modules only when trusted."""
+    return bool(MODEL_FILE_RE.match(name)) or (trust_remote_code and bool(CODE_FILE_RE.match(name)))
+
+
+def _is_component_file(name: Any, trust_remote_code: bool = False) -> bool:
     """``kogner.json`` or ``model/<flat file of an allowed kind>``: nothing else, no paths."""
     if not isinstance(name, str):
         return False
     if name == CFG_FILE:
         return True
     head, sep, tail = name.partition("/")
-    return head == MODEL_DIR and bool(sep) and "/" not in tail and bool(MODEL_FILE_RE.match(tail))
+    return head == MODEL_DIR and bool(sep) and "/" not in tail and _is_model_file(tail, trust_remote_code)

@@ -222,7 +222,6 @@ def generate(
     seed: int = typer.Option(-1, help="Sampling seed (default: [generate] seed)"),
     base_url: str = typer.Option("", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1"),
     model: str = typer.Option("", help="Model name"),
-    api_key: str = typer.Option(None, help="API key (default: env var named by [generate] api_key_env)"),
     concurrency: int = typer.Option(0, help="Requests in flight (default: [generate] concurrency)"),
     config: str = typer.Option("configs/generate.cfg", help="Generation config (prompt, retries, ...)"),
     linking: str = typer.Option("configs/linking.cfg", help="Config holding the [kg] section"),
@@ -230,7 +229,10 @@ def generate(
     kg_nodes: str = typer.Option(None, help="KG node table (default: [kg] in the linking config)"),
     kg_edges: list[str] = typer.Option(None, help="KG edge file(s) to sample from (repeatable)"),
 ) -> None:
-    """Ask an LLM for one sentence per sampled KG edge (paper App. B); resumable, writes GLiNER JSON."""
+    """Ask an LLM for one sentence per sampled KG edge (paper App. B); resumable, writes GLiNER JSON.
+
+    The API key is read from the environment variable named by ``[generate] api_key_env``
+    (OPENAI_API_KEY by default), never from the command line, where the process list shows it."""
     from ..data.generate import GenerateError, GenerateSettings
     from ..data.generate import generate as run_generate
     from ..data.labels import load_kind_table
@@ -244,7 +246,7 @@ def generate(
         settings.seed = seed
     kg = _load_kg(_linking_config(linking, ctx, rest), kg_nodes, kg_edges)
     try:
-        stats = run_generate(kg, out, settings, load_kind_table(labels), api_key, log=typer.echo)
+        stats = run_generate(kg, out, settings, load_kind_table(labels), log=typer.echo)
     except GenerateError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err

@@ -40,6 +40,7 @@ from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
+from spacy.util import load_config as load_spacy_config
 from spacy.util import minibatch
 
 from .prompts import KognerConfigError, LabelSpec, parse_labels
@@ -391,7 +392,17 @@ class KognerComponent(Pipe):
             model_dir = path / MODEL_DIR
             if not model_dir.is_dir():
                 raise ModelLoadError(f"kogner component folder {path} is missing the model folder '{MODEL_DIR}/'")
-            trusted = self.trust_remote_code
+            # spacy.load builds this component from the folder's own config.cfg: a true there is
+            # the folder author's word, not the user's, and a folder must not vouch for itself.
+            self_granted = _self_granted_trust(path, self.name) if self.trust_remote_code else None
+            trusted = self.trust_remote_code and self_granted is None
+            note = (
+                f" (trust_remote_code is ignored: {self_granted} sets it, and a pipeline folder cannot grant "
+                "itself the right to run its code; if you trust its author, set it to false in that file and "
+                "pass trust_remote_code = true when loading)"
+                if self_granted is not None
+                else ""
+            )
             unexpected = sorted(
                 p.name for p in model_dir.iterdir() if not (p.is_file() and _is_model_file(p.name, trusted))
             )
@@ -401,14 +412,19 @@ class KognerComponent(Pipe):
                     f" {code} are Python modules: a model folder is data and loading it runs no code unless "
                     "you set trust_remote_code = true in the kogner component config (only for a folder "
                     "whose author you trust)."
-                    if code and not trusted
+                    if code and not self.trust_remote_code
                     else ""
                 )
                 raise ModelLoadError(
-                    f"{model_dir} holds files a kogner model folder never contains: {unexpected}.{hint}"
+                    f"{model_dir} holds files a kogner model folder never contains: {unexpected}.{hint}{note}"
                 )
             self._model = None
-            self.model = SpanModel.load(model_dir, trust_remote_code=self.trust_remote_code)
+            try:
+                self.model = SpanModel.load(model_dir, trust_remote_code=trusted)
+            except ModelLoadError as err:
+                if note:
+                    raise ModelLoadError(f"{err}{note}") from err
+                raise
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
@@ -428,14 +444,36 @@ class KognerComponent(Pipe):
                 f"kogner bytes hold file names the component never writes: {sorted(map(str, bad))}{hint}"
             )
         tmp = tempfile.mkdtemp()
+        folder = Path(tmp, self.name)  # in a fresh folder: no config.cfg beside it (``_self_granted_trust``)
         try:
             for rel, content in files.items():
-                target = Path(tmp, *rel.split("/"))
+                target = Path(folder, *rel.split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content)
-            return self.from_disk(tmp, exclude=exclude)
+            return self.from_disk(folder, exclude=exclude)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _self_granted_trust(path: Path, name: str) -> Path | None:
+    """The pipeline's own ``config.cfg`` (beside the component folder) when it sets
+    ``trust_remote_code`` for this component, else None.
+
+    ``spacy.load`` creates the component from that file (user overrides merged in), so the
+    component cannot tell the user's true from the author's: a true in the file is never enough."""
+    cfg_path = path.parent / "config.cfg"
+    if not cfg_path.is_file():
+        return None
+    try:
+        cfg = load_spacy_config(cfg_path, interpolate=False)
+    except Exception:  # noqa: BLE001 - spacy.load cannot have built this component from an unreadable file
+        return None
+    section = cfg.get("components", {}).get(name)
+    value = section.get("trust_remote_code") if isinstance(section, dict) else None
+    return cfg_path if str(value).strip().lower() in _TRUE_WORDS else None
+
+
+_TRUE_WORDS = {"true", "1", "yes", "on", "t", "y"}  # what spaCy's config validation reads as true
 
 
 def _is_model_file(name: str, trust_remote_code: bool) -> bool:

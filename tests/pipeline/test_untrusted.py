@@ -97,6 +97,25 @@ def test_spacy_load_does_not_import_code_a_pipeline_names(make_nlp, tmp_path, in
     assert not marker.exists(), "loading the pipeline imported the module it names"
 
 
+@pytest.mark.parametrize(
+    ("inside", "override"), [(True, False), (False, True)], ids=["module-in-model-folder", "module-elsewhere"]
+)
+def test_a_pipeline_cannot_grant_itself_trust(make_nlp, tmp_path, inside, override):
+    """``spacy.load`` builds the component from the folder's own config.cfg: a trust_remote_code =
+    true written there is the author's, not the user's, and must not open the door (also when the
+    user passes it too: the two cannot be told apart)."""
+    marker = tmp_path / "marker"
+    make_nlp().to_disk(tmp_path / "pipe")
+    plant_code(tmp_path / "pipe", marker, inside)
+    cfg = tmp_path / "pipe" / "config.cfg"
+    cfg.write_text(cfg.read_text().replace("trust_remote_code = false", "trust_remote_code = true"))
+    assert "trust_remote_code = true" in cfg.read_text()
+    config = {"components": {"kogner": {"trust_remote_code": True}}} if override else {}
+    with pytest.raises(ModelLoadError, match=f"trust_remote_code is ignored: {cfg} sets it"):
+        spacy.load(tmp_path / "pipe", config=config)
+    assert not marker.exists(), "a pipeline folder granted itself the right to run its code"
+
+
 TRUSTED = """
 import sys, spacy, srsly
 pipe_dir, copy_dir = sys.argv[1], sys.argv[2]

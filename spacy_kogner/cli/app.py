@@ -8,7 +8,7 @@ applied by ``load_command_config``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -39,7 +39,7 @@ def load_command_config(path: str | Path, ctx: typer.Context, profile: str = "")
     return load_config(resolve_config_path(path), overrides_of(ctx), profile or None)
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print a one-line error (no traceback) and exit non-zero."""
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(code)

@@ -23,7 +23,7 @@ import typer
 
 from ..config import load_config, resolve_config_path
 from ..data.labels import DEFAULT_LABELS_CFG, load_label_table
-from .app import OVERRIDES, app, overrides_of
+from .app import OVERRIDES, app, fail, overrides_of
 
 
 def _split_overrides(ctx: typer.Context, sections: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -65,9 +65,14 @@ def convert(
     corpus: str = typer.Option("", help="Corpus name (default: the input's folder name)"),
 ) -> None:
     """Convert a corpus between IOB/BIOES TSV, GLiNER JSON, nested JSONL and spaCy DocBin."""
-    from ..data.readers import read_corpus, write_corpus
+    from ..data.readers import CorpusFormatError, read_corpus, write_corpus
 
-    sents = read_corpus(in_path, from_format, corpus or None)
+    try:
+        sents = read_corpus(in_path, from_format, corpus or None)
+    except CorpusFormatError as err:
+        fail(f"convert: {err}")
+    if not sents:
+        fail(f"convert: {in_path}: no sentences (an empty corpus); nothing written")
     write_corpus(sents, out_path, to_format)
     n = sum(len(s.spans) for s in sents)
     typer.echo(f"{in_path} -> {out_path}: {len(sents)} sentences, {n} spans")
@@ -87,7 +92,7 @@ def link_report(
     """Link gold spans of each corpus to the KG; print coverage and random links per match type."""
     from ..data.corpus import find_split, resolve_corpus_dir
     from ..data.linking import LinkStats, format_report
-    from ..data.readers import read_corpus
+    from ..data.readers import CorpusFormatError, read_corpus
 
     cfg = _linking_config(linking, ctx)
     kg = _load_kg(cfg, kg_nodes, kg_edges)
@@ -98,7 +103,13 @@ def link_report(
         path = find_split(folder, split)
         if path is None:
             raise typer.BadParameter(f"{folder} has no {split} split")
-        linker.link_sentences(read_corpus(path, corpus=folder.name), stats)
+        try:
+            sentences = read_corpus(path, corpus=folder.name)
+        except CorpusFormatError as err:
+            fail(f"link-report: {err}")
+        if not sentences:
+            fail(f"link-report: {path}: no sentences (an empty corpus); a coverage of 0 of 0 would mean nothing")
+        linker.link_sentences(sentences, stats)
     report = format_report(stats, dict(zip(kg.node_ids, kg.names, strict=True)), settings)
     typer.echo(report)
     if out is not None:
@@ -222,7 +233,6 @@ def generate(
     seed: int = typer.Option(-1, help="Sampling seed (default: [generate] seed)"),
     base_url: str = typer.Option("", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1"),
     model: str = typer.Option("", help="Model name"),
-    api_key: str = typer.Option(None, help="API key (default: env var named by [generate] api_key_env)"),
     concurrency: int = typer.Option(0, help="Requests in flight (default: [generate] concurrency)"),
     config: str = typer.Option("configs/generate.cfg", help="Generation config (prompt, retries, ...)"),
     linking: str = typer.Option("configs/linking.cfg", help="Config holding the [kg] section"),
@@ -230,7 +240,10 @@ def generate(
     kg_nodes: str = typer.Option(None, help="KG node table (default: [kg] in the linking config)"),
     kg_edges: list[str] = typer.Option(None, help="KG edge file(s) to sample from (repeatable)"),
 ) -> None:
-    """Ask an LLM for one sentence per sampled KG edge (paper App. B); resumable, writes GLiNER JSON."""
+    """Ask an LLM for one sentence per sampled KG edge (paper App. B); resumable, writes GLiNER JSON.
+
+    The API key is read from the environment variable named by ``[generate] api_key_env``
+    (OPENAI_API_KEY by default), never from the command line, where the process list shows it."""
     from ..data.generate import GenerateError, GenerateSettings
     from ..data.generate import generate as run_generate
     from ..data.labels import load_kind_table
@@ -244,7 +257,7 @@ def generate(
         settings.seed = seed
     kg = _load_kg(_linking_config(linking, ctx, rest), kg_nodes, kg_edges)
     try:
-        stats = run_generate(kg, out, settings, load_kind_table(labels), api_key, log=typer.echo)
+        stats = run_generate(kg, out, settings, load_kind_table(labels), log=typer.echo)
     except GenerateError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err

@@ -4,7 +4,8 @@
 ``linking`` (span → KG node) · ``corpus`` (training-ready folders) · ``silver`` (KG-name distant
 supervision) · ``generate`` (the paper's LLM route).
 
-May import: ``kg``, ``pipeline.gliner_compat`` (GLiNER's word splitter), ``config``, ``repro``.
+May import: ``kg``, ``pipeline.gliner_compat`` (GLiNER's word splitter), ``config``, ``repro``,
+``textio``.
 """
 
 from .readers import CorpusFormatError, Sentence, Span, read_corpus, write_corpus

@@ -16,6 +16,10 @@ Operational rules, each because a long paid run must not be wasted:
 * **Clear failures.** 401/403 stop the run with "bad API key"; an endpoint that cannot be
   reached after the retries stops the run with its URL. Malformed model output is counted,
   recorded (so it is not paid for again) and skipped.
+* **The key never travels on a command line** (other users of the machine see it in the process
+  list): it is read only from the environment variable named by ``[generate] api_key_env``, and a
+  run stops before it starts when that variable is unset. ``api_key_env = ""`` sends no key (a
+  local endpoint without authentication).
 """
 
 from __future__ import annotations
@@ -232,15 +236,31 @@ def _read_parts(parts: Path) -> tuple[dict[str, Any] | None, dict[int, dict[str,
     return header, done
 
 
+def api_key(settings: GenerateSettings) -> str | None:
+    """The key from the environment variable ``api_key_env`` names (None when it names none)."""
+    name = settings.api_key_env
+    if not name:
+        return None
+    key = os.environ.get(name, "")
+    if not key:
+        raise GenerateError(
+            f"the API key is read from the environment variable {name}, which is not set: export {name}=... "
+            '(or set [generate] api_key_env = "" for an endpoint without a key)'
+        )
+    return key
+
+
 def generate(
     kg: Any,
     out: str | Path,
     settings: GenerateSettings,
     kind_table: dict[str, KindInfo],
-    api_key: str | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Run (or resume) a generation job; returns the counts also written to ``OUT.stats.json``."""
+    """Run (or resume) a generation job; returns the counts also written to ``OUT.stats.json``.
+
+    The API key comes from the environment variable named by ``settings.api_key_env`` only."""
+    key = api_key(settings)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     parts = out.with_name(out.name + ".parts.jsonl")
@@ -249,7 +269,6 @@ def generate(
     old_header, done = _read_parts(parts)
     if old_header is not None and old_header != header:
         raise GenerateError(f"{parts} belongs to another run ({old_header}); use another output path or delete it")
-    key = api_key if api_key is not None else os.environ.get(settings.api_key_env)
     client = ChatClient(settings, key)
     todo = [j for j in edges if j not in done]
     log(f"{len(done)} of {len(edges)} edges done already; {len(todo)} to go")

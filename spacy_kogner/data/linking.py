@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config, read_section, require, resolve_config_path
+from ..textio import open_text, where_not_utf8
 from .labels import LabelInfo
 from .readers import Sentence, Span, iter_documents
 
@@ -298,15 +299,21 @@ class LinkStats:
 
 
 def read_synonyms(path: str | Path) -> list[tuple[str, str]]:
-    """A synonym table: ``node_id<TAB>name`` per line (a header line ``node_id<TAB>name`` is allowed)."""
+    """A synonym table: ``node_id<TAB>name`` per line (a header line ``node_id<TAB>name`` is allowed).
+
+    UTF-8, a leading BOM dropped; another encoding fails naming the file, line and byte."""
     rows = []
-    with open(path, encoding="utf8", newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if not row or (lineno == 1 and row[0] in {"node_id", "id"}):
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}:{lineno}: expected 'node_id<TAB>name', got {row!r}")
-            rows.append((row[0], row[1]))
+    try:
+        with open_text(path, newline="") as fh:
+            for lineno, row in enumerate(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+                if not row or (lineno == 1 and row[0] in {"node_id", "id"}):
+                    continue
+                if len(row) < 2:
+                    raise ValueError(f"{path}:{lineno}: expected 'node_id<TAB>name', got {row!r}")
+                rows.append((row[0], row[1]))
+    except UnicodeDecodeError as err:
+        line, message = where_not_utf8(path, err)
+        raise ValueError(f"{path}:{line}: {message}" if line else f"{path}: {message}") from None
     return rows
 
 

@@ -20,6 +20,9 @@ Formats (``format=`` name, usual suffix):
   or, when that group is missing, from ``doc.ents``.
 
 All writers are lossless for the reader of the same format (tests check round trips).
+
+Text files are read as UTF-8 with a leading BOM dropped (``textio``): a file in another encoding
+fails with its name, line and byte offset, never with a bare ``UnicodeDecodeError``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..textio import open_text, read_text, where_not_utf8
 
 SPANS_KEY = "sc"
 _TAG_RE = re.compile(r"^(?:O|([BIESLU])-(.+))$")
@@ -55,6 +60,12 @@ class CorpusFormatError(ValueError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.line = line
+        self.reason = message
+
+    @classmethod
+    def not_utf8(cls, path: str | Path, err: UnicodeDecodeError) -> CorpusFormatError:
+        """The file, line and byte where a corpus stops being UTF-8."""
+        return cls(path, *where_not_utf8(path, err))
 
 
 @dataclass
@@ -140,6 +151,13 @@ def _close(spans: list[Span], open_span: list[Any] | None, end: int) -> None:
 def read_iob(path: str | Path, corpus: str = "") -> list[Sentence]:
     """Read IOB1/IOB2/BIOES/BILOU token-per-line files (see the module docstring for the rules)."""
     path = Path(path)
+    try:
+        return _read_iob(path, corpus)
+    except UnicodeDecodeError as err:
+        raise CorpusFormatError.not_utf8(path, err) from None
+
+
+def _read_iob(path: Path, corpus: str) -> list[Sentence]:
     sentences: list[Sentence] = []
     tokens: list[str] = []
     spans: list[Span] = []
@@ -155,7 +173,7 @@ def read_iob(path: str | Path, corpus: str = "") -> list[Sentence]:
             sentences.append(Sentence(tokens, spans, corpus, doc_id))
         tokens, spans, open_span = [], [], None
 
-    with path.open(encoding="utf8") as fh:
+    with open_text(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip():
@@ -234,32 +252,42 @@ def _check_span(path: Path, where: int, n_tokens: int, start: Any, end: Any) -> 
 
 
 def _json_lineno(text: str, record_index: int) -> int | None:
-    """Best-effort line of the n-th top-level record, so errors point into the file."""
+    """Line where the n-th element of the top-level list starts (any JSON value, not only
+    objects; escaped quotes inside strings do not end them), so errors point into the file."""
     depth, count, line = 0, -1, 1
     in_str = esc = False
+    expect = False  # inside the top-level list, before the next element
     for ch in text:
         if ch == "\n":
             line += 1
         if in_str:
-            esc = (ch == "\\") and not esc
-            if ch == '"' and not esc:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
                 in_str = False
             continue
+        if expect and depth == 1 and not ch.isspace() and ch not in ",]":
+            expect = False
+            count += 1
+            if count == record_index:
+                return line
         if ch == '"':
-            in_str, esc = True, False
+            in_str = True
         elif ch in "[{":
             depth += 1
-            if depth == 2 and ch == "{":
-                count += 1
-                if count == record_index:
-                    return line
+            expect = depth == 1
         elif ch in "]}":
             depth -= 1
+        elif ch == "," and depth == 1:
+            expect = True
     return None
 
 
-def gliner_record_to_sentence(rec: Any, corpus: str, path: Path, where: int) -> Sentence:
-    """One GLiNER record (inclusive ends) to a ``Sentence``; ``where`` is the line used in errors."""
+def gliner_record_to_sentence(rec: Any, corpus: str, path: Path, where: int | None) -> Sentence:
+    """One GLiNER record (inclusive ends) to a ``Sentence``; ``where`` is the line used in errors
+    (``read_gliner_records`` reports the record's index and its real line)."""
     if not isinstance(rec, dict) or "tokenized_text" not in rec or "ner" not in rec:
         raise CorpusFormatError(path, where, "expected an object with 'tokenized_text' and 'ner'")
     tokens = rec["tokenized_text"]
@@ -269,6 +297,8 @@ def gliner_record_to_sentence(rec: Any, corpus: str, path: Path, where: int) -> 
     if kge is not None and (not isinstance(kge, list) or len(kge) != len(rec["ner"])):
         raise CorpusFormatError(path, where, "'kge' must be a list with one entry per 'ner' entry")
     matches = rec.get("match")
+    if matches is not None and (not isinstance(matches, list) or len(matches) != len(rec["ner"])):
+        raise CorpusFormatError(path, where, "'match' must be a list with one entry per 'ner' entry")
     spans = []
     for k, ent in enumerate(rec["ner"]):
         if not (isinstance(ent, list) and len(ent) == 3 and isinstance(ent[2], str)):
@@ -284,22 +314,29 @@ def gliner_record_to_sentence(rec: Any, corpus: str, path: Path, where: int) -> 
 
 def read_gliner_json(path: str | Path, corpus: str = "") -> list[Sentence]:
     """Read a GLiNER training file (a JSON list of records)."""
+    return [sent for _, sent in read_gliner_records(path, corpus)]
+
+
+def read_gliner_records(path: str | Path, corpus: str = "") -> list[tuple[dict[str, Any], Sentence]]:
+    """Each record of a GLiNER JSON file beside its ``Sentence`` (the trainer also reads fields a
+    ``Sentence`` does not hold). Errors name the file, the record's line and the record's index."""
     path = Path(path)
-    text = path.read_text(encoding="utf8")
+    try:
+        text = read_text(path)
+    except UnicodeDecodeError as err:
+        raise CorpusFormatError.not_utf8(path, err) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise CorpusFormatError(path, err.lineno, f"invalid JSON ({err.msg})") from err
+        raise CorpusFormatError(path, err.lineno, f"invalid JSON ({err.msg}, column {err.colno})") from None
     if not isinstance(data, list):
         raise CorpusFormatError(path, 1, "expected a JSON list of records")
     out = []
     for i, rec in enumerate(data):
         try:
-            out.append(gliner_record_to_sentence(rec, corpus, path, i))
+            out.append((rec, gliner_record_to_sentence(rec, corpus, path, None)))
         except CorpusFormatError as err:
-            line = _json_lineno(text, i)
-            msg = str(err).split(": ", 1)[1]
-            raise CorpusFormatError(path, line, f"record {i}: {msg}") from None
+            raise CorpusFormatError(path, _json_lineno(text, i), f"record {i}: {err.reason}") from None
     return out
 
 
@@ -355,8 +392,15 @@ def write_gliner_json(
 def read_jsonl(path: str | Path, corpus: str = "") -> list[Sentence]:
     """Read nested-span JSONL (exclusive ends, overlaps allowed), one sentence per line."""
     path = Path(path)
+    try:
+        return _read_jsonl(path, corpus)
+    except UnicodeDecodeError as err:
+        raise CorpusFormatError.not_utf8(path, err) from None
+
+
+def _read_jsonl(path: Path, corpus: str) -> list[Sentence]:
     out = []
-    with path.open(encoding="utf8") as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

@@ -19,9 +19,7 @@ Edge policy (decided here once, so the GNN and TransR see the same facts):
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
-import io
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..config import read_section, require
+from ..textio import open_text, where_not_utf8
 
 PathLike = str | Path
 
@@ -46,13 +45,6 @@ class KGError(ValueError):
     """A KG table that cannot be read, with the file (and line) that caused it."""
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    """Open a plain or gzip-compressed text table."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the caller
-
-
 def _infer_sep(path: Path) -> str:
     """Comma for ``.csv`` (also ``.csv.gz``), tab for everything else (TSV, SIF)."""
     suffixes = [s.lower() for s in path.suffixes]
@@ -62,13 +54,21 @@ def _infer_sep(path: Path) -> str:
 def _read_table(path: PathLike, columns: Sequence[str], sep: str | None) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, [values of columns])`` for each data row of a delimited table.
 
-    Errors name the file and line: a missing file, an empty file, a missing column, a short row.
+    Errors name the file and line: a missing file, an empty file, a missing column, a short row,
+    a file that is not UTF-8 (a leading BOM is dropped, so it never sticks to the first column name).
     """
     path = Path(path)
     if not path.exists():
         raise KGError(f"KG file not found: {path}")
-    sep = sep or _infer_sep(path)
-    with _open_text(path) as handle:
+    try:
+        yield from _read_rows(path, columns, sep or _infer_sep(path))
+    except UnicodeDecodeError as err:
+        line, message = where_not_utf8(path, err)
+        raise KGError(f"{path}:{line}: {message}" if line else f"{path}: {message}") from None
+
+
+def _read_rows(path: Path, columns: Sequence[str], sep: str) -> Iterator[tuple[int, list[str]]]:
+    with open_text(path, newline="") as handle:
         quoting = csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE
         reader = csv.reader(handle, delimiter=sep, quoting=quoting)
         header = next(reader, None)

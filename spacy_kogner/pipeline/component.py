@@ -40,17 +40,19 @@ from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
+from spacy.util import load_config as load_spacy_config
 from spacy.util import minibatch
 
 from .prompts import KognerConfigError, LabelSpec, parse_labels
 from .scorer import DEFAULT_SPANS_KEY, kogner_score
-from .span_model import ModelLoadError, SpanModel
+from .span_model import CODE_FILE_RE, ModelLoadError, SpanModel
 from .windows import SpanHits, Window, best_label_per_span, collect_hits, cut_windows, greedy_flat
 
 CFG_FILE = "kogner.json"
 MODEL_DIR = "model"
 # What a serialised component may contain: its settings file and the model folder's flat files
-# of these kinds. Anything else (a path outside the folder, a Python module) is refused on load.
+# of these kinds. Anything else (a path outside the folder, a Python module unless the user set
+# ``trust_remote_code``: see ``span_model.CODE_FILE_RE``) is refused on load.
 # ``pytorch_model.bin`` is what version 0.1 wrote; GLiNER reads it with ``weights_only=True``.
 MODEL_FILE_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*\.(json|safetensors|txt|model)|pytorch_model\.bin)$")
 
@@ -87,7 +89,9 @@ class KognerSettings:
     multi_label: bool = _setting(False, "Allow several labels per span in the span group.", runtime=True)
     overwrite_ents: bool = _setting(False, "Replace existing doc.ents (else only fill free tokens).", runtime=True)
     quantize: bool = _setting(False, "Opt-in dynamic int8 encoder (CPU only).")
-    trust_remote_code: bool = _setting(False, "Allow a model folder to import code it carries (auto_map).")
+    trust_remote_code: bool = _setting(
+        False, "Allow a model folder to import code (auto_map) and to carry Python modules; trusted folders only."
+    )
 
 
 SETTING_FIELDS = {f.name: f for f in dataclasses.fields(KognerSettings)}
@@ -388,13 +392,39 @@ class KognerComponent(Pipe):
             model_dir = path / MODEL_DIR
             if not model_dir.is_dir():
                 raise ModelLoadError(f"kogner component folder {path} is missing the model folder '{MODEL_DIR}/'")
-            unexpected = [p.name for p in model_dir.iterdir() if not (p.is_file() and MODEL_FILE_RE.match(p.name))]
+            # spacy.load builds this component from the folder's own config.cfg: a true there is
+            # the folder author's word, not the user's, and a folder must not vouch for itself.
+            self_granted = _self_granted_trust(path, self.name) if self.trust_remote_code else None
+            trusted = self.trust_remote_code and self_granted is None
+            note = (
+                f" (trust_remote_code is ignored: {self_granted} sets it, and a pipeline folder cannot grant "
+                "itself the right to run its code; if you trust its author, set it to false in that file and "
+                "pass trust_remote_code = true when loading)"
+                if self_granted is not None
+                else ""
+            )
+            unexpected = sorted(
+                p.name for p in model_dir.iterdir() if not (p.is_file() and _is_model_file(p.name, trusted))
+            )
             if unexpected:
+                code = [name for name in unexpected if CODE_FILE_RE.match(name)]
+                hint = (
+                    f" {code} are Python modules: a model folder is data and loading it runs no code unless "
+                    "you set trust_remote_code = true in the kogner component config (only for a folder "
+                    "whose author you trust)."
+                    if code and not self.trust_remote_code
+                    else ""
+                )
                 raise ModelLoadError(
-                    f"{model_dir} holds files a kogner model folder never contains: {sorted(unexpected)}"
+                    f"{model_dir} holds files a kogner model folder never contains: {unexpected}.{hint}{note}"
                 )
             self._model = None
-            self.model = SpanModel.load(model_dir, trust_remote_code=self.trust_remote_code)
+            try:
+                self.model = SpanModel.load(model_dir, trust_remote_code=trusted)
+            except ModelLoadError as err:
+                if note:
+                    raise ModelLoadError(f"{err}{note}") from err
+                raise
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
@@ -407,25 +437,55 @@ class KognerComponent(Pipe):
         files = srsly.msgpack_loads(data)
         if not isinstance(files, dict):
             raise ModelLoadError("kogner bytes must hold a mapping of file names to contents")
-        bad = [name for name in files if not _is_component_file(name)]
+        bad = [name for name in files if not _is_component_file(name, self.trust_remote_code)]
         if bad:
-            raise ModelLoadError(f"kogner bytes hold file names the component never writes: {sorted(map(str, bad))}")
+            hint = " (Python modules need trust_remote_code = true)" if not self.trust_remote_code else ""
+            raise ModelLoadError(
+                f"kogner bytes hold file names the component never writes: {sorted(map(str, bad))}{hint}"
+            )
         tmp = tempfile.mkdtemp()
+        folder = Path(tmp, self.name)  # in a fresh folder: no config.cfg beside it (``_self_granted_trust``)
         try:
             for rel, content in files.items():
-                target = Path(tmp, *rel.split("/"))
+                target = Path(folder, *rel.split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content)
-            return self.from_disk(tmp, exclude=exclude)
+            return self.from_disk(folder, exclude=exclude)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _is_component_file(name: Any) -> bool:
+def _self_granted_trust(path: Path, name: str) -> Path | None:
+    """The pipeline's own ``config.cfg`` (beside the component folder) when it sets
+    ``trust_remote_code`` for this component, else None.
+
+    ``spacy.load`` creates the component from that file (user overrides merged in), so the
+    component cannot tell the user's true from the author's: a true in the file is never enough."""
+    cfg_path = path.parent / "config.cfg"
+    if not cfg_path.is_file():
+        return None
+    try:
+        cfg = load_spacy_config(cfg_path, interpolate=False)
+    except Exception:  # noqa: BLE001 - spacy.load cannot have built this component from an unreadable file
+        return None
+    section = cfg.get("components", {}).get(name)
+    value = section.get("trust_remote_code") if isinstance(section, dict) else None
+    return cfg_path if str(value).strip().lower() in _TRUE_WORDS else None
+
+
+_TRUE_WORDS = {"true", "1", "yes", "on", "t", "y"}  # what spaCy's config validation reads as true
+
+
+def _is_model_file(name: str, trust_remote_code: bool) -> bool:
+    """A file name a model folder may hold: data files, and Python modules only when trusted."""
+    return bool(MODEL_FILE_RE.match(name)) or (trust_remote_code and bool(CODE_FILE_RE.match(name)))
+
+
+def _is_component_file(name: Any, trust_remote_code: bool = False) -> bool:
     """``kogner.json`` or ``model/<flat file of an allowed kind>``: nothing else, no paths."""
     if not isinstance(name, str):
         return False
     if name == CFG_FILE:
         return True
     head, sep, tail = name.partition("/")
-    return head == MODEL_DIR and bool(sep) and "/" not in tail and bool(MODEL_FILE_RE.match(tail))
+    return head == MODEL_DIR and bool(sep) and "/" not in tail and _is_model_file(tail, trust_remote_code)

@@ -18,6 +18,7 @@ internals are reached only through ``gliner_compat``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from .hub import DEFAULT_ENCODER, downloads_allowed, quiet_tokenizers, resolve_e
 
 ENCODER_CONFIG = "config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+# The one kind of file ``trust_remote_code`` adds to a model folder: a flat Python module that an
+# ``auto_map`` names. It is code, so the component refuses it unless the user trusts the folder.
+CODE_FILE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
 
 
 class ModelLoadError(OSError):
@@ -51,10 +55,16 @@ def _refuse_remote_code(folder: Path, trust_remote_code: bool) -> None:
     refs = compat.remote_code_references(folder)
     if refs and not trust_remote_code:
         raise ModelLoadError(
-            f"Model folder {folder} asks to import code from files it carries ({'; '.join(refs)}). A model "
+            f"Model folder {folder} names code for transformers to import ({'; '.join(refs)}). A model "
             "folder is data: loading it must not run code. If you trust its author, set "
             "trust_remote_code = true in the kogner component config (or pass trust_remote_code=True)."
         )
+
+
+def _code_files(folder: Path) -> dict[str, bytes]:
+    """The Python modules a trusted model folder carries, kept so that ``save`` writes them again
+    (GLiNER's own save writes weights, config and tokenizer only)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and CODE_FILE_RE.match(p.name)}
 
 
 def _local_snapshot(source: str) -> Path | None:
@@ -82,6 +92,7 @@ class SpanModel:
         self._subword_cache: dict[str, int] = {}
         self._fp32_encoder: torch.nn.Module | None = None  # kept while the encoder runs in int8
         self._head = compat.marker_head(gliner_model)
+        self.code_files: dict[str, bytes] = {}  # modules of a trusted folder (``trust_remote_code``)
 
     # ----------------------------------------------------------------- build / load / save
     @classmethod
@@ -166,12 +177,16 @@ class SpanModel:
             model = compat.load_model(local, local_files_only=True)
         except Exception as err:  # noqa: BLE001 - torch/safetensors raise many types on corrupt files
             raise ModelLoadError(f"Cannot load GLiNER model from {local}: {type(err).__name__}: {err}") from err
-        return cls(model)
+        loaded = cls(model)
+        if trust_remote_code:
+            loaded.code_files = _code_files(local)
+        return loaded
 
     def save(self, path: str | Path) -> None:
         """Write weights, tokenizer and config so that ``load`` works on a machine with no network.
 
-        An int8 model saves its float weights: quantisation is a run-time setting, not a new model."""
+        An int8 model saves its float weights: quantisation is a run-time setting, not a new model.
+        A model loaded with ``trust_remote_code`` writes the Python modules its folder carried."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         running = None
@@ -182,6 +197,8 @@ class SpanModel:
         finally:
             if running is not None:
                 compat.swap_encoder(self.gliner, running)
+        for name, content in self.code_files.items():
+            (path / name).write_bytes(content)
 
     @property
     def quantized(self) -> bool:

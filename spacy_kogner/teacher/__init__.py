@@ -3,5 +3,5 @@
 ``text`` (Z) · ``gnn`` (Z') · ``transr`` (Z'') · ``store`` (H on disk) · ``stages`` (the
 resumable run). The KG itself is read by ``kg/``.
 
-May import: ``kg``, ``pipeline.hub`` (the default encoder), ``config``, ``repro``.
+May import: ``kg``, ``pipeline.hub`` (the default encoder), ``config``, ``repro``, ``textio``.
 """

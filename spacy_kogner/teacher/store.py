@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..textio import open_text, where_not_utf8
+
 H_FILE = "H.npy"
 INDEX_FILE = "index.tsv"
 META_FILE = "meta.json"
@@ -94,6 +96,35 @@ def write_store(
     return folder
 
 
+def _read_index(path: Path) -> tuple[list[str], list[str], list[str]]:
+    """``index.tsv``: rows in order and every node id once. A duplicate id would make the later
+    row silently win every lookup (``row_of``), so it is an error naming both lines."""
+    node_ids: list[str] = []
+    names: list[str] = []
+    kinds: list[str] = []
+    first_line: dict[str, int] = {}
+    folder = path.parent
+    with open_text(path, newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next(reader, None)
+        if header is None or tuple(header) != INDEX_COLUMNS:
+            raise StoreError(f"Teacher store {folder}: {INDEX_FILE} must start with {list(INDEX_COLUMNS)}")
+        for line_no, row in enumerate(reader, start=2):
+            if len(row) != len(INDEX_COLUMNS) or row[0] != str(len(node_ids)):
+                raise StoreError(f"Teacher store {folder}: {INDEX_FILE}:{line_no} is malformed: {row!r}")
+            node_id = row[1]
+            if node_id in first_line:
+                raise StoreError(
+                    f"{path}:{line_no}: duplicate node id {node_id!r} (first on line {first_line[node_id]}); "
+                    "each node has one row of H"
+                )
+            first_line[node_id] = line_no
+            node_ids.append(node_id)
+            names.append(row[2])
+            kinds.append(row[3])
+    return node_ids, names, kinds
+
+
 class HStore:
     """A read-only view of a teacher output folder: H memory-mapped, plus id and name lookups."""
 
@@ -128,24 +159,18 @@ class HStore:
                 raise StoreError(f"Teacher store {folder} is incomplete: missing {name}")
         try:
             meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise StoreError(f"Teacher store {folder}: {META_FILE} is not valid JSON ({err})") from err
         try:
             H = np.load(folder / H_FILE, mmap_mode="r")
         except (ValueError, OSError) as err:
             raise StoreError(f"Teacher store {folder}: cannot read {H_FILE} ({err})") from err
-        node_ids, names, kinds = [], [], []
-        with open(folder / INDEX_FILE, encoding="utf-8", newline="") as handle:
-            reader = csv.reader(handle, delimiter="\t")
-            header = next(reader, None)
-            if header is None or tuple(header) != INDEX_COLUMNS:
-                raise StoreError(f"Teacher store {folder}: {INDEX_FILE} must start with {list(INDEX_COLUMNS)}")
-            for line_no, row in enumerate(reader, start=2):
-                if len(row) != len(INDEX_COLUMNS) or int(row[0]) != len(node_ids):
-                    raise StoreError(f"Teacher store {folder}: {INDEX_FILE}:{line_no} is malformed: {row!r}")
-                node_ids.append(row[1])
-                names.append(row[2])
-                kinds.append(row[3])
+        index_path = folder / INDEX_FILE
+        try:
+            node_ids, names, kinds = _read_index(index_path)
+        except UnicodeDecodeError as err:
+            line, message = where_not_utf8(index_path, err)
+            raise StoreError(f"{index_path}:{line}: {message}" if line else f"{index_path}: {message}") from None
         if H.ndim != 2 or H.shape[0] != len(node_ids) or H.dtype != np.float32:
             raise StoreError(
                 f"Teacher store {folder}: {H_FILE} has shape {H.shape} {H.dtype}, "

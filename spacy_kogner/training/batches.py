@@ -7,14 +7,13 @@ resumed run needs no data-loader state.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..config import ConfigError
-from ..data.readers import corpus_label_sets, gliner_record_to_sentence
+from ..data.readers import corpus_label_sets, read_gliner_records
 
 
 @dataclass
@@ -29,15 +28,17 @@ class Record:
 
 
 def read_records(path: str | Path, limit: int = 0) -> list[Record]:
-    """Training-ready GLiNER JSON (see ``spacy_kogner.data.readers``) with per-corpus label sets."""
+    """Training-ready GLiNER JSON (see ``spacy_kogner.data.readers``) with per-corpus label sets.
+
+    Read by the corpus reader, so a file that is not UTF-8, not JSON or holds a bad record fails
+    with a ``CorpusFormatError`` naming the file, the line and the record index."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Training corpus not found: {path}")
-    raw = json.loads(path.read_text(encoding="utf8"))
-    sentences = [gliner_record_to_sentence(rec, rec.get("corpus", path.stem), path, i) for i, rec in enumerate(raw)]
-    seen_sets = corpus_label_sets(sentences)
+    pairs = read_gliner_records(path, path.stem)
+    seen_sets = corpus_label_sets(sent for _, sent in pairs)
     records = []
-    for rec, sent in zip(raw, sentences, strict=True):
+    for rec, sent in pairs:
         labels = list(rec.get("labels") or seen_sets.get(sent.corpus, []))
         records.append(
             Record(

@@ -406,14 +406,21 @@ class Distiller:
 
 def _truncate_log(log_path: Path, step: int) -> None:
     """Keep only log entries up to the step training resumes from: steps after the last
-    checkpoint are trained (and logged) again, and must not appear twice."""
+    checkpoint are trained (and logged) again, and must not appear twice. A line torn by a kill
+    mid-write is dropped too (its step is after the checkpoint, so it is trained again)."""
     if not log_path.exists():
         return
     if step == 0:
         log_path.unlink()
         return
-    kept = [line for line in log_path.read_text(encoding="utf8").splitlines() if line.strip()]
-    kept = [line for line in kept if json.loads(line).get("step", 0) <= step]
+    kept = []
+    for line in log_path.read_text(encoding="utf8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # blank or torn
+        if entry.get("step", 0) <= step:
+            kept.append(line)
     log_path.write_text("".join(line + "\n" for line in kept), encoding="utf8")
 
 

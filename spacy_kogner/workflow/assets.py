@@ -7,9 +7,12 @@ mirror of the same files (``KOGNER_ASSETS_MIRROR``), so this command
 * with a mirror: links (or copies) ``MIRROR/<path>`` to ``assets/<path>`` for every asset whose
   ``dest`` is ``assets/<path>`` — the mirror's layout is the assets folder's layout — and checks
   each file's md5 against the ``checksum`` declared in ``project.yml``;
-* without one: defers to ``spacy project assets`` for the download, then checks the same md5s;
+* without one: downloads each file with ``spacy project assets``' own fetcher, then checks the
+  same md5s; a failed download is one line naming the file, the URL and the mirror setting;
 
 and in both cases exits non-zero, naming the file and both hashes, when a checksum differs.
+Every ``dest`` must be a file under ``assets/``: a ``project.yml`` (or a ``--vars`` override) with
+``assets/../x`` is refused before anything is linked or downloaded.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 MIRROR_ENV = "KOGNER_ASSETS_MIRROR"
@@ -48,6 +51,17 @@ class Asset:
         return self.dest[len(ASSETS_PREFIX) :]
 
 
+def check_dest(dest: str) -> str:
+    """An asset's ``dest`` must name a file inside ``assets/``: no ``..``, no absolute path."""
+    parts = PurePosixPath(dest).parts
+    if not dest.startswith(ASSETS_PREFIX) or "\\" in dest or ".." in parts or len(parts) < 2:
+        raise AssetError(
+            f"Asset dest {dest!r} leaves {ASSETS_PREFIX!r}: every asset must be a file under {ASSETS_PREFIX} "
+            "(no '..', no absolute path)"
+        )
+    return dest
+
+
 def md5sum(path: Path) -> str:
     """md5 of a file's bytes (spaCy projects declare asset checksums as md5)."""
     digest = hashlib.md5()
@@ -66,7 +80,8 @@ def load_assets(project_dir: Path, overrides: dict[str, Any] | None = None) -> l
     for entry in config.get("assets", []):
         if "git" in entry:
             raise AssetError(f"git assets are not supported by fetch-assets: {entry}")
-        assets.append(Asset(entry["dest"], entry.get("url"), entry.get("checksum"), bool(entry.get("extra", False))))
+        dest = check_dest(str(entry["dest"]))
+        assets.append(Asset(dest, entry.get("url"), entry.get("checksum"), bool(entry.get("extra", False))))
     return assets
 
 
@@ -134,14 +149,30 @@ def fetch_assets(
         for asset in assets:
             yield asset, fetch_from_mirror(project_dir, asset, root, copy)
         return
-    from weasel.cli.assets import project_assets
-
-    project_assets(project_dir, overrides=overrides or {}, extra=extra)
     for asset in assets:
-        if asset.url is None and not (project_dir / asset.dest).exists():
-            raise AssetError(
-                f"{asset.dest} has no upstream URL (it is a subset made for the mirror): set "
-                f"${MIRROR_ENV} or place the file yourself"
-            )
+        if asset.url is None:
+            if not (project_dir / asset.dest).exists():
+                raise AssetError(
+                    f"{asset.dest} has no upstream URL (it is a subset made for the mirror): set "
+                    f"${MIRROR_ENV} or place the file yourself"
+                )
+        else:
+            download(project_dir, asset)
         verify(project_dir, asset)
         yield asset, "downloaded and verified"
+
+
+def download(project_dir: Path, asset: Asset) -> None:
+    """One asset from its URL with ``spacy project assets``' own fetcher (skipped when the file is
+    there with the declared checksum). Any failure is one ``AssetError`` naming file and URL."""
+    from weasel.cli.assets import fetch_asset
+
+    assert asset.url is not None
+    try:
+        fetch_asset(project_dir, asset.url, project_dir / asset.dest, asset.checksum)
+    except Exception as err:  # noqa: BLE001 - requests, httpx, smart_open and OSError all mean "not downloaded"
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise AssetError(
+            f"download failed: {asset.dest} from {asset.url} ({reason[:300]}). Without network access, "
+            f"point ${MIRROR_ENV} or --mirror at a local mirror of the assets"
+        ) from err

@@ -34,6 +34,7 @@ from spacy_kogner.data.labels import load_kind_table
 from spacy_kogner.kg.graph import KnowledgeGraph
 
 REPO = Path(__file__).resolve().parents[2]
+KEY_ENV = "KOGNER_TEST_API_KEY"  # the tests' own variable: a real OPENAI_API_KEY is never read or sent
 N_NODES = 12
 NAMES = [f"entity-{i} alpha" if i % 3 == 0 else f"Compound{i}" for i in range(N_NODES)]
 KINDS = ["Gene" if i % 2 else "Compound" for i in range(N_NODES)]
@@ -118,9 +119,14 @@ def kg(kg_files: tuple[Path, Path]) -> KnowledgeGraph:
     return KnowledgeGraph.from_hetionet(kg_files[0], [kg_files[1]])
 
 
+@pytest.fixture(autouse=True)
+def good_key(monkeypatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "good")
+
+
 def settings_for(srv: ThreadingHTTPServer, **kw) -> GenerateSettings:
     base = GenerateSettings.from_config()
-    return replace(base, base_url=url(srv), backoff_base=0.01, backoff_max=0.05, timeout=5.0, **kw)
+    return replace(base, base_url=url(srv), api_key_env=KEY_ENV, backoff_base=0.01, backoff_max=0.05, timeout=5.0, **kw)
 
 
 def expected(kg: KnowledgeGraph, settings: GenerateSettings, edges: list[int]) -> Counter:
@@ -155,7 +161,7 @@ def test_parse_and_filter() -> None:
 def test_generate_end_to_end(server, kg: KnowledgeGraph, tmp_path: Path) -> None:
     settings = settings_for(server, n=15, concurrency=3)
     out = tmp_path / "llm.json"
-    stats = generate(kg, out, settings, load_kind_table(), api_key="good", log=lambda *_: None)
+    stats = generate(kg, out, settings, load_kind_table(), log=lambda *_: None)
     from spacy_kogner.data.generate import sample_edges
 
     edges = sample_edges(kg, 15, settings.seed)
@@ -177,22 +183,24 @@ def test_generate_end_to_end(server, kg: KnowledgeGraph, tmp_path: Path) -> None
     assert max(server.seen.values()) == 2  # flaky prompts were retried once, nothing else twice
     # a second run has nothing left to do and asks nothing
     before = sum(server.seen.values())
-    generate(kg, out, settings, load_kind_table(), api_key="good", log=lambda *_: None)
+    generate(kg, out, settings, load_kind_table(), log=lambda *_: None)
     assert sum(server.seen.values()) == before
     with pytest.raises(GenerateError, match="another run"):
-        generate(kg, out, replace(settings, seed=5), load_kind_table(), api_key="good", log=lambda *_: None)
+        generate(kg, out, replace(settings, seed=5), load_kind_table(), log=lambda *_: None)
 
 
-def test_bad_key_and_unreachable(server, kg: KnowledgeGraph, tmp_path: Path) -> None:
+def test_bad_key_and_unreachable(server, kg: KnowledgeGraph, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "wrong")
     with pytest.raises(GenerateError, match="bad API key"):
-        generate(kg, tmp_path / "a.json", settings_for(server, n=3), load_kind_table(), api_key="wrong", log=print)
+        generate(kg, tmp_path / "a.json", settings_for(server, n=3), load_kind_table(), log=print)
+    monkeypatch.setenv(KEY_ENV, "good")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
     dead = replace(settings_for(server, n=3, max_retries=1), base_url=f"http://127.0.0.1:{port}/v1")
     with pytest.raises(GenerateError, match="cannot reach endpoint"):
-        generate(kg, tmp_path / "b.json", dead, load_kind_table(), api_key="good", log=print)
+        generate(kg, tmp_path / "b.json", dead, load_kind_table(), log=print)
 
 
 def test_resume_after_kill(server, kg_files: tuple[Path, Path], kg: KnowledgeGraph, tmp_path: Path) -> None:
@@ -201,7 +209,7 @@ def test_resume_after_kill(server, kg_files: tuple[Path, Path], kg: KnowledgeGra
     parts = tmp_path / "llm.json.parts.jsonl"
     n = len(EDGES)
     cmd = [
-        sys.executable, "-m", "spacy_kogner", "generate", str(out), "--n", str(n), "--api-key", "good",
+        sys.executable, "-m", "spacy_kogner", "generate", str(out), "--n", str(n), "--generate.api_key_env", KEY_ENV,
         "--base-url", url(server), "--concurrency", "2", "--kg-nodes", str(kg_files[0]),
         "--kg-edges", str(kg_files[1]), "--generate.backoff_base", "0.01", "--generate.timeout", "5",
     ]  # fmt: skip
@@ -218,7 +226,7 @@ def test_resume_after_kill(server, kg_files: tuple[Path, Path], kg: KnowledgeGra
     server.delay = 0.0
     settings = settings_for(server, n=n, concurrency=2)
     logs: list[str] = []
-    stats = generate(kg, out, settings, load_kind_table(), api_key="good", log=logs.append)
+    stats = generate(kg, out, settings, load_kind_table(), log=logs.append)
     assert logs[0].startswith(f"{done_before} of {n} edges done already")
     lines = [json.loads(x) for x in parts.read_text().splitlines()]
     edges = [x["edge"] for x in lines if "edge" in x]
@@ -229,3 +237,29 @@ def test_resume_after_kill(server, kg_files: tuple[Path, Path], kg: KnowledgeGra
     texts = [" ".join(r["tokenized_text"]) for r in records]
     assert len(texts) == len(set(texts))
     assert np.all(np.array([len(r["kge"]) for r in records]) == 2)
+
+
+def test_the_key_comes_only_from_the_named_environment_variable(
+    server, kg_files: tuple[Path, Path], kg: KnowledgeGraph, tmp_path: Path, monkeypatch
+) -> None:
+    """No --api-key option (a command line is visible in the process list); an unset variable is a
+    clear error naming it, before anything is written or sent; api_key_env = "" sends no key."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "spacy_kogner", "generate", "--help"], cwd=REPO, capture_output=True, text=True
+    ).stdout
+    assert "--base-url" in help_text and "--api-key" not in help_text
+    monkeypatch.delenv(KEY_ENV)
+    cmd = [
+        sys.executable, "-m", "spacy_kogner", "generate", str(tmp_path / "cli" / "llm.json"), "--n", "3",
+        "--base-url", url(server), "--kg-nodes", str(kg_files[0]), "--kg-edges", str(kg_files[1]),
+        "--generate.api_key_env", KEY_ENV,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: the API key is read from the environment variable {KEY_ENV}, which is not set: export "
+        f'{KEY_ENV}=... (or set [generate] api_key_env = "" for an endpoint without a key)'
+    ]
+    assert not (tmp_path / "cli").exists() and not server.seen
+    with pytest.raises(GenerateError, match="bad API key"):  # no key sent: the server says 401
+        generate(kg, tmp_path / "b.json", replace(settings_for(server, n=3), api_key_env=""), load_kind_table())

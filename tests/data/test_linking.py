@@ -179,6 +179,16 @@ def test_synonyms(settings: LinkingSettings, tmp_path: Path) -> None:
     p.write_text("Gene::4\n")
     with pytest.raises(ValueError, match="syn.tsv:1"):
         read_synonyms(p)
+    p.write_bytes("node_id\tname\nGene::4\t\u03b1-synuclein\n".encode("utf-16"))
+    with pytest.raises(
+        ValueError, match=r"syn\.tsv:1: not valid UTF-8 \(byte 0xff at offset 0; the file looks like UTF-16"
+    ):
+        read_synonyms(p)
+    p.write_bytes("Gene::4\tSNCA\nGene::5\tcaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"syn\.tsv:2: not valid UTF-8 \(byte 0xe9 at offset 24\)"):
+        read_synonyms(p)
+    p.write_bytes("\ufeffGene::4\tSNCA\n".encode())
+    assert read_synonyms(p) == [("Gene::4", "SNCA")]  # a BOM does not stick to the first id
 
 
 def test_settings_reject_unknown(settings: LinkingSettings) -> None:

@@ -179,3 +179,68 @@ def test_label_table() -> None:
 
 def test_label_sets_per_corpus() -> None:
     assert corpus_label_sets(_sentences()) == {"C1": ["X", "Y"], "C2": []}
+
+
+def test_a_bom_is_not_part_of_the_first_token_or_a_sentence(tmp_path: Path) -> None:
+    """Excel and Notepad start UTF-8 files with a BOM: before ``-DOCSTART-`` it made a sentence,
+    before a token it became part of it."""
+    (tmp_path / "bom").mkdir()
+    (tmp_path / "plain").mkdir()
+    docstart = tmp_path / "bom" / "train.tsv"  # the doc ids hold the file name: keep it the same
+    docstart.write_bytes("\ufeff".encode() + IOB.encode())
+    plain = tmp_path / "plain" / "train.tsv"
+    plain.write_text(IOB, encoding="utf8")
+    assert read_iob(docstart) == read_iob(plain) and len(read_iob(plain)) == 3
+    first = tmp_path / "first.tsv"
+    first.write_bytes("\ufeffAspirin\tB-Chemical\nhelps\tO\n".encode())
+    assert read_iob(first)[0].tokens == ["Aspirin", "helps"]
+    for suffix in (".json", ".jsonl"):
+        clean = tmp_path / f"clean{suffix}"
+        write_corpus(_sentences(), clean)
+        bom = tmp_path / f"bom{suffix}"
+        bom.write_bytes(b"\xef\xbb\xbf" + clean.read_bytes())
+        assert read_corpus(bom, corpus="C") == read_corpus(clean, corpus="C")
+
+
+LINES = ["Aspirin\tB-Chemical", "helps\tO", "", "Fever\tB-Disease", "caf\u00e9\tO"]
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".json", ".jsonl"])
+def test_a_latin1_corpus_names_file_line_and_byte(tmp_path: Path, suffix: str) -> None:
+    if suffix == ".tsv":
+        text = "\n".join(LINES) + "\n"
+    elif suffix == ".json":
+        text = '[\n{"tokenized_text": ["a"], "ner": []},\n{"tokenized_text": ["caf\u00e9"], "ner": []}\n]\n'
+    else:
+        text = '{"tokens": ["a"], "spans": []}\n{"tokens": ["caf\u00e9"], "spans": []}\n'
+    data = text.encode("latin-1")
+    path = tmp_path / f"corpus{suffix}"
+    path.write_bytes(data)
+    line = text[: text.index("\u00e9")].count("\n") + 1
+    offset = data.index(b"\xe9")
+    message = f"corpus{suffix}:{line}: not valid UTF-8 (byte 0xe9 at offset {offset}); re-encode the file as UTF-8"
+    with pytest.raises(CorpusFormatError) as err:
+        read_corpus(path)
+    assert str(err.value) == f"{tmp_path}/{message}"
+
+
+def test_a_utf16_corpus_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.tsv"
+    path.write_text("\n".join(LINES) + "\n", encoding="utf-16")
+    with pytest.raises(CorpusFormatError, match=r"corpus\.tsv:1: not valid UTF-8 \(byte 0xff at offset 0; .*UTF-16\)"):
+        read_corpus(path)
+
+
+def test_gliner_records_errors_give_index_and_real_line(tmp_path: Path) -> None:
+    """The line is the record's own, also after a string with an escaped quote and a record that
+    is not an object; ``match`` shorter than ``ner`` is a format error, not an IndexError."""
+    p = tmp_path / "bad.json"
+    p.write_text(
+        '[\n{"tokenized_text": ["say", "\\"]{"], "ner": []},\n\n7,\n'
+        '{"tokenized_text": ["a", "b"], "ner": [[0, 0, "X"], [1, 1, "Y"]], "match": ["exact"]}\n]'
+    )
+    with pytest.raises(CorpusFormatError, match=r"bad\.json:4: record 1: expected an object"):
+        read_corpus(p)
+    p.write_text(p.read_text().replace("7,\n", ""))
+    with pytest.raises(CorpusFormatError, match=r"bad\.json:4: record 1: 'match' must be a list with one entry per"):
+        read_corpus(p)

@@ -189,6 +189,32 @@ def test_convert_and_link_report_cli(tiny: dict[str, Path]) -> None:
     assert "TINY\tDisease\t4\t3\t75.0%" in res.output and "'abbreviation' links" in res.output
 
 
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"[]"], ids=["empty", "blank-lines", "empty-list"])
+def test_convert_and_link_report_refuse_an_empty_corpus(tiny: dict[str, Path], content: bytes) -> None:
+    """An empty corpus used to "convert" into 0 sentences (and "link" at 0 of 0) with exit 0."""
+    corpus = tiny["tmp"] / "EMPTY"
+    corpus.mkdir()
+    src = corpus / ("train.json" if content == b"[]" else "train.tsv")
+    src.write_bytes(content)
+    dst = tiny["tmp"] / "out.jsonl"
+    res = CliRunner().invoke(app, ["convert", str(src), str(dst)])
+    assert res.exit_code == 1 and not dst.exists()
+    assert res.stderr.splitlines() == [f"error: convert: {src}: no sentences (an empty corpus); nothing written"]
+    res = CliRunner().invoke(app, ["link-report", str(corpus), *kg_args(tiny)])
+    assert res.exit_code == 1 and len(res.stderr.splitlines()) == 1
+    assert res.stderr.startswith(f"error: link-report: {src}: no sentences (an empty corpus)")
+
+
+def test_convert_names_a_corpus_it_cannot_read_in_one_line(tiny: dict[str, Path]) -> None:
+    src = tiny["tmp"] / "latin1.tsv"
+    src.write_bytes("Boys\tO\nna\u00efve\tO\n".encode("latin-1"))
+    res = CliRunner().invoke(app, ["convert", str(src), str(tiny["tmp"] / "out.json")])
+    assert res.exit_code == 1
+    assert res.stderr.splitlines() == [
+        f"error: convert: {src}:2: not valid UTF-8 (byte 0xef at offset 9); re-encode the file as UTF-8"
+    ]
+
+
 def test_silver_cli(tiny: dict[str, Path]) -> None:
     out = tiny["tmp"] / "silver"
     res = CliRunner().invoke(

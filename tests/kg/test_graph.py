@@ -140,3 +140,29 @@ def test_kg_info_cli(small_kg_files):
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert info["nodes"] == 240 and "largest_component_share" in info and "isolated_nodes" in info
+
+
+def test_a_table_that_is_not_utf8_names_file_line_and_byte(tmp_path):
+    nodes = tmp_path / "n.tsv"
+    nodes.write_bytes("id\tname\tkind\na\tA\tX\nb\tcaf\u00e9\tX\n".encode("latin-1"))
+    edges = tmp_path / "e.sif"
+    edges.write_text("source\tmetaedge\ttarget\na\tXrX\tb\n")
+    with pytest.raises(KGError) as err:
+        KnowledgeGraph.from_hetionet(nodes, [edges])
+    offset = nodes.read_bytes().index(b"\xe9")
+    assert str(err.value) == f"{nodes}:3: not valid UTF-8 (byte 0xe9 at offset {offset}); re-encode the file as UTF-8"
+    nodes.write_text("id\tname\tkind\na\tA\tX\nb\tB\tX\n")
+    gz = tmp_path / "e.sif.gz"
+    with gzip.open(gz, "wb") as handle:
+        handle.write("source\tmetaedge\ttarget\na\tXrX\tb\n".encode("utf-16"))
+    with pytest.raises(KGError, match=r"e\.sif\.gz:1: not valid UTF-8 \(byte 0xff at offset 0 of the decompressed"):
+        KnowledgeGraph.from_hetionet(nodes, [gz])
+
+
+def test_a_bom_does_not_hide_the_first_column(tmp_path):
+    nodes = tmp_path / "n.tsv"
+    nodes.write_bytes(b"\xef\xbb\xbf" + b"id\tname\tkind\na\tA\tX\nb\tB\tX\n")
+    edges = tmp_path / "e.sif"
+    edges.write_bytes(b"\xef\xbb\xbf" + b"source\tmetaedge\ttarget\na\tXrX\tb\n")
+    kg = KnowledgeGraph.from_hetionet(nodes, [edges])
+    assert kg.node_ids == ["a", "b"] and kg.num_edges == 1

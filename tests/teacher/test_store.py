@@ -62,3 +62,33 @@ def test_missing_folder_and_corrupt_files(store_dir, tmp_path):
     np.save(folder / "H.npy", np.zeros((3, 11), dtype=np.float32))
     with pytest.raises(StoreError, match="index.tsv"):
         HStore.load(folder)
+
+
+def _rewrite_index(folder, rows):
+    (folder / "index.tsv").write_bytes(b"".join(rows))
+
+
+def test_a_duplicate_node_id_is_an_error_naming_file_and_lines(store_dir):
+    """A second row for one id would silently win every lookup of that id."""
+    folder, _ = store_dir
+    rows = (folder / "index.tsv").read_bytes().splitlines(keepends=True)
+    rows[4] = rows[4].replace(b"Compound::C1", b"Disease::D1")
+    _rewrite_index(folder, rows)
+    with pytest.raises(StoreError) as err:
+        HStore.load(folder)
+    assert str(err.value).startswith(f"{folder / 'index.tsv'}:5: duplicate node id 'Disease::D1' (first on line 3)")
+
+
+def test_an_index_that_is_not_utf8_or_not_numbered_is_named(store_dir):
+    folder, _ = store_dir
+    rows = (folder / "index.tsv").read_bytes().splitlines(keepends=True)
+    _rewrite_index(folder, rows[:3] + ["2\tDisease::D2\tcaf\u00e9\tDisease\n".encode("latin-1")] + rows[4:])
+    offset = (folder / "index.tsv").read_bytes().index(b"\xe9")
+    with pytest.raises(StoreError) as err:
+        HStore.load(folder)
+    assert str(err.value) == (
+        f"{folder / 'index.tsv'}:4: not valid UTF-8 (byte 0xe9 at offset {offset}); re-encode the file as UTF-8"
+    )
+    _rewrite_index(folder, rows[:3] + [b"two\tDisease::D2\tx\tDisease\n"] + rows[4:])
+    with pytest.raises(StoreError, match=r"index\.tsv:4 is malformed"):
+        HStore.load(folder)

@@ -139,6 +139,24 @@ def test_resume_gives_the_same_result(tmp_path):
     assert la == pytest.approx(lb, rel=1e-5)
 
 
+def test_resume_after_a_kill_logs_each_step_once(tmp_path):
+    """kill -9 after step 3 was logged but before its checkpoint, and mid-way through writing
+    step 4: the resumed run trains steps 3 and 4 again and the log holds each step once, so the
+    median step time is over unique steps."""
+    out = tmp_path / "run"
+    ov = overrides(tmp_path, **{"training.steps": 4, "training.eval_every": 4, "training.checkpoint_every": 2})
+    assert distill(CFG, out, {**ov, "training.stop_after": 2}) == {"stopped_at": 2}
+    log = out / "log.jsonl"
+    with log.open("a") as fh:
+        fh.write(json.dumps({"step": 3, "loss": 9.9, "l_lang": 9.9, "l_dist": 0.0, "step_s": 1000.0}) + "\n")
+        fh.write('{"step": 4, "loss": 9.')  # torn by the kill
+    summary = distill(CFG, out, ov)
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["step"] for e in entries] == [1, 2, 3, 4]
+    assert all(e["step_s"] < 1000 for e in entries)  # step 3 is the retrained one
+    assert summary["details"]["median_step_s"] == pytest.approx(float(np.median([e["step_s"] for e in entries])))
+
+
 def test_no_linked_span_gives_zero_dist_loss_without_breaking_the_graph(tmp_path):
     """b > 0 with a real teacher, but a batch without a single linked span: L_dist is zero, the
     step still trains (L_lang moves the model) and nothing is indexed with an empty span list."""

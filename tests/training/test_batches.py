@@ -1,0 +1,41 @@
+"""Training records: a bad training file fails like any corpus, naming file, line and record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_distill import CFG, SENTENCES, overrides
+
+from spacy_kogner.data.readers import CorpusFormatError
+from spacy_kogner.training.batches import read_records
+from spacy_kogner.training.distill import distill
+
+
+def records() -> list[dict]:
+    return [{"tokenized_text": t, "ner": [list(x) for x in n], "corpus": "toy"} for t, n in SENTENCES]
+
+
+def test_distill_on_invalid_json_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "torn.json"
+    bad.write_text(json.dumps(records(), indent=1)[:-2] + ",\n}")  # a torn copy
+    lines = bad.read_text().count("\n") + 1
+    with pytest.raises(CorpusFormatError, match=rf"^{bad}:{lines}: invalid JSON"):
+        distill(CFG, tmp_path / "out", {**overrides(tmp_path), "paths.train": str(bad)})
+
+
+def test_a_bad_span_reports_record_index_and_its_real_line(tmp_path):
+    recs = records()
+    recs[3]["ner"] = [[0, 9, "Chemical"]]  # past the end of the sentence
+    path = tmp_path / "train.json"
+    path.write_text("[\n" + ",\n".join(json.dumps(r, indent=1) for r in recs) + "\n]\n")
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "Ibuprofen" in text) - 2
+    with pytest.raises(CorpusFormatError, match=rf"^{path}:{line}: record 3: span \[0, 10\)"):
+        read_records(path)
+
+
+def test_a_training_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_bytes(json.dumps(records()).encode("utf-16"))
+    with pytest.raises(CorpusFormatError, match=rf"^{path}:1: not valid UTF-8 \(byte 0xff at offset 0"):
+        read_records(path)

@@ -43,6 +43,7 @@ from spacy.training import Example
 from spacy.util import load_config as load_spacy_config
 from spacy.util import minibatch
 
+from .precision import PRECISIONS
 from .prompts import KognerConfigError, LabelSpec, parse_labels
 from .scorer import DEFAULT_SPANS_KEY, kogner_score
 from .span_model import CODE_FILE_RE, ModelLoadError, SpanModel
@@ -89,6 +90,7 @@ class KognerSettings:
     multi_label: bool = _setting(False, "Allow several labels per span in the span group.", runtime=True)
     overwrite_ents: bool = _setting(False, "Replace existing doc.ents (else only fill free tokens).", runtime=True)
     quantize: bool = _setting(False, "Opt-in dynamic int8 encoder (CPU only).")
+    precision: str = _setting("fp32", "'fp32', 'bf16' (autocast) or 'auto' (bf16 where the device runs it natively).")
     trust_remote_code: bool = _setting(
         False, "Allow a model folder to import code (auto_map) and to carry Python modules; trusted folders only."
     )
@@ -185,6 +187,9 @@ class KognerComponent(Pipe):
         if settings.quantize and self.device.type != "cpu":
             raise KognerConfigError(f"quantize=true (int8) runs on CPU only, but device={settings.device!r}")
         self.quantize = bool(settings.quantize)
+        if settings.precision not in PRECISIONS:
+            raise KognerConfigError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
+        self.precision = settings.precision
         self.trust_remote_code = bool(settings.trust_remote_code)
         self.scorer = scorer
         self._model: SpanModel | None = None
@@ -236,7 +241,7 @@ class KognerComponent(Pipe):
 
     @model.setter
     def model(self, span_model: SpanModel) -> None:
-        span_model = span_model.to(self.device)
+        span_model = span_model.to(self.device).set_precision(self.precision)
         if self.quantize:
             span_model.quantize_encoder()
         self._check_windows(span_model)

@@ -27,6 +27,7 @@ import torch
 
 from . import gliner_compat as compat
 from .hub import DEFAULT_ENCODER, downloads_allowed, quiet_tokenizers, resolve_encoder
+from .precision import autocast, resolve_precision
 
 ENCODER_CONFIG = "config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
@@ -93,6 +94,11 @@ class SpanModel:
         self._fp32_encoder: torch.nn.Module | None = None  # kept while the encoder runs in int8
         self._head = compat.marker_head(gliner_model)
         self.code_files: dict[str, bytes] = {}  # modules of a trusted folder (``trust_remote_code``)
+        self.precision = "fp32"
+        self._autocast: torch.dtype | None = None  # inference precision (set_precision)
+        # Training: one dropout mask per (sentence, start word), shared by the span widths (see
+        # ``_span_dropout``); False gives GLiNER's own elementwise dropout on every span.
+        self.shared_span_dropout = True
 
     # ----------------------------------------------------------------- build / load / save
     @classmethod
@@ -217,6 +223,16 @@ class SpanModel:
         self._fp32_encoder = compat.quantize_encoder(self.gliner)
         return self
 
+    def set_precision(self, precision: str) -> SpanModel:
+        """Inference precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"`` (bf16 where native)."""
+        self.precision = precision
+        self._autocast = resolve_precision(precision, self.device)
+        return self
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return self._autocast
+
     # --------------------------------------------------------------------------- helpers
     @property
     def max_width(self) -> int:
@@ -249,6 +265,7 @@ class SpanModel:
         if self.quantized and torch.device(device).type != "cpu":
             raise ValueError("An int8-quantised model runs on CPU only; load it without quantize to use a GPU")
         self.gliner.to(torch.device(device))
+        self._autocast = resolve_precision(self.precision, self.device)
         return self
 
     def parameters(self) -> Any:
@@ -293,11 +310,12 @@ class SpanModel:
         """Sigmoid scores of every candidate span (up to ``max_width`` words) for every prompt."""
         self.gliner.eval()
         batch = self.collate([self.model_words(w) for w in windows], prompts)
-        if self._head is not None:
-            inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            logits = self._factorised(inputs)[0]
-        else:
-            logits = compat.reference_logits(self.gliner, batch)
+        with autocast(self.device, self._autocast):
+            if self._head is not None:
+                inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+                logits = self._factorised(inputs)[0]
+            else:
+                logits = compat.reference_logits(self.gliner, batch)
         batch_size, length, width, _ = logits.shape
         starts = torch.arange(length, device=logits.device).view(1, length, 1)
         ends = starts + torch.arange(width, device=logits.device).view(1, 1, width)
@@ -332,12 +350,27 @@ class SpanModel:
         else:  # inference: in place, so the largest tensor is written once instead of three times
             hidden += start.unsqueeze(2)
             hidden.relu_()
-        hidden = head.dropout(hidden)  # GLiNER's dropout between the two layers
+        hidden = self._span_dropout(hidden, head.dropout)
         batch, length, width_, size = hidden.shape
         labels = prompts @ head.second.weight  # [B, C, 4D]
         logits = torch.bmm(hidden.reshape(batch, length * width_, size), labels.transpose(1, 2))
         logits = logits.view(batch, length, width_, -1)
         return logits + (prompts @ head.second.bias)[:, None, None, :], hidden, prompts_mask
+
+    def _span_dropout(self, hidden: torch.Tensor, dropout: torch.nn.Module) -> torch.Tensor:
+        """GLiNER's dropout between the span head's two layers, on the largest training tensor.
+
+        A training-step profile showed drawing its random mask (``[B, L, K, 4D]``, ~12 M numbers
+        for 8 sentences) was 28 % of the step on a 2-core CPU. With ``shared_span_dropout`` one
+        mask is drawn per (sentence, start word) and shared by its ``K`` widths: the same rate and
+        scaling, ``K`` times fewer random numbers. At inference dropout is the identity either way.
+        """
+        if not (dropout.training and self.shared_span_dropout and getattr(dropout, "p", 0.0) > 0):
+            return dropout(hidden)
+        keep = 1.0 - dropout.p
+        batch, length, _, size = hidden.shape
+        mask = torch.empty((batch, length, 1, size), device=hidden.device, dtype=hidden.dtype).bernoulli_(keep)
+        return hidden * mask / keep
 
     def train_forward(
         self, inputs: dict[str, Any], spans: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, **loss_kwargs: Any

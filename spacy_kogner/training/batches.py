@@ -3,10 +3,17 @@
 A record is one sentence with its gold spans, their KG links and its corpus's label set (pooled
 corpora keep negatives per corpus). The batch of a step is a pure function of (seed, step), so a
 resumed run needs no data-loader state.
+
+**Length buckets.** Each epoch's shuffled order is cut into chunks of ``bucket`` batches; inside a
+chunk sentences are sorted by length and cut into batches, and the batches of the epoch are then
+shuffled again. A batch therefore holds sentences of similar length (little padding: the span
+head's cost grows with the padded length times the span width), while which sentences meet in a
+batch and the order of batches stay random. ``bucket = 0`` is plain shuffling.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +59,32 @@ def read_records(path: str | Path, limit: int = 0) -> list[Record]:
     return records[:limit] if limit else records
 
 
-def batch_order(n: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """Indices of the examples of ``step``: a pure function of (seed, step), so resume needs no state."""
-    per_epoch = max(1, n // batch_size)
-    epoch, offset = divmod(step, per_epoch)
-    perm = np.random.default_rng(seed + epoch).permutation(n)
-    return perm[offset * batch_size : (offset + 1) * batch_size].tolist()
+class BatchPlan:
+    """Which records make the batch of each step: a pure function of (seed, step)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, bucket: int = 0) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bucket = bucket
+        self.per_epoch = max(1, len(lengths) // batch_size)
+
+    def __call__(self, step: int) -> list[int]:
+        epoch, offset = divmod(step, self.per_epoch)
+        return self._epoch(epoch)[offset].tolist()
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - one plan object per run; epochs are reused step after step
+    def _epoch(self, epoch: int) -> list[np.ndarray]:
+        n, size = len(self.lengths), self.batch_size
+        perm = np.random.default_rng(self.seed + epoch).permutation(n)
+        if self.bucket <= 1 or n <= size:
+            return [perm[i * size : (i + 1) * size] for i in range(self.per_epoch)]
+        used = perm[: self.per_epoch * size]
+        chunk = size * self.bucket
+        batches: list[np.ndarray] = []
+        for start in range(0, len(used), chunk):
+            idx = used[start : start + chunk]
+            idx = idx[np.argsort(self.lengths[idx], kind="stable")]
+            batches += [idx[i : i + size] for i in range(0, len(idx), size)]
+        order = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
+        return [batches[i] for i in order]

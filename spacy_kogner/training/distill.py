@@ -15,7 +15,9 @@ and step (``batches.py``), and the same command continues from the checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -30,26 +32,32 @@ from tqdm import tqdm
 from ..config import ConfigError, load_config, read_section, require
 from ..data.labels import label_prompt, load_label_table
 from ..pipeline.gliner_compat import training_collator
+from ..pipeline.precision import PRECISIONS, autocast, resolve_precision
 from ..pipeline.span_model import SpanModel
 from ..repro import peak_rss_mb, seed_everything
 from ..run_summary import RunSummary
 from . import checkpoint
-from .batches import Record, batch_order, read_records
+from .batches import BatchPlan, Record, read_records
 from .heads import DIST_LOSSES, DistillHeads, dist_loss
 
 SECTIONS = ("paths", "model", "heads", "training")
 SCHEDULERS = ("cosine", "linear")
+SPAN_DROPOUTS = ("shared", "full")
 
 
 @dataclass
 class PathsSettings:
-    """``[paths]``: the training data, the teacher and where the student starts from."""
+    """``[paths]``: the training data, the teacher and where the student starts from.
+
+    ``test`` (optional) is scored at every evaluation for the learning curves only; model and
+    threshold selection use ``dev`` alone."""
 
     train: str
     dev: str
     teacher: str
     labels: str
     init_model: str
+    test: str = ""
 
 
 @dataclass
@@ -60,6 +68,10 @@ class ModelSettings:
     max_len: int
     hidden_size: int
     dropout: float
+    span_dropout: str = "shared"
+
+    def __post_init__(self) -> None:
+        require(self.span_dropout in SPAN_DROPOUTS, f"model.span_dropout must be one of {SPAN_DROPOUTS}")
 
 
 @dataclass
@@ -77,7 +89,12 @@ class TrainingSettings:
 
     seed: int
     steps: int
+    epochs: float
+    max_minutes: float
+    patience: int
     batch_size: int
+    bucket: int
+    precision: str
     lr_encoder: float
     lr_others: float
     weight_decay: float
@@ -95,6 +112,7 @@ class TrainingSettings:
     checkpoint_every: int
     eval_threshold: float
     eval_batch_size: int
+    tune_threshold: list[float]
     max_train_sentences: int
     max_dev_sentences: int
     device: str
@@ -109,6 +127,9 @@ class TrainingSettings:
         require(self.steps >= 1 and self.batch_size >= 1, "training.steps and training.batch_size must be >= 1")
         require(self.scheduler in SCHEDULERS, f"training.scheduler must be one of {SCHEDULERS}")
         require(self.eval_every >= 1 and self.checkpoint_every >= 1, "eval_every and checkpoint_every must be >= 1")
+        require(self.epochs >= 0 and self.max_minutes >= 0 and self.patience >= 0, "epochs, max_minutes, patience >= 0")
+        require(self.precision in PRECISIONS, f"training.precision must be one of {PRECISIONS}")
+        require(all(0 < x < 1 for x in self.tune_threshold), "training.tune_threshold values must be in (0, 1)")
 
 
 @dataclass
@@ -160,28 +181,29 @@ class Distiller:
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         self.device = torch.device(t.device if t.device != "cuda" or torch.cuda.is_available() else "cpu")
+        self.amp = resolve_precision(t.precision, self.device)
         seed_everything(t.seed)
         paths = self.config.paths
         self.label_table = load_label_table(paths.labels)
         self.train = read_records(paths.train, t.max_train_sentences)
         self.dev = read_records(paths.dev, t.max_dev_sentences) if paths.dev else []
+        self.test = read_records(paths.test) if paths.test else []
         if not self.train:
             raise ConfigError(f"Training corpus {paths.train} has no sentences")
+        self.plan = BatchPlan([len(r.tokens) for r in self.train], t.batch_size, t.seed, t.bucket)
+        self.steps = self._total_steps()
         m = self.config.model
         self.student = SpanModel.from_source(
             paths.init_model, max_width=m.max_width, max_len=m.max_len, hidden_size=m.hidden_size, dropout=m.dropout
         ).to(self.device)
+        self.student.shared_span_dropout = m.span_dropout == "shared"
+        self.student.set_precision(t.precision)
         self.store = self._load_teacher(paths.teacher) if paths.teacher else None
         h = self.config.heads
         teacher_dim = self.store.dim if self.store is not None else 1
-        self.heads = DistillHeads(
-            self.student.hidden_size,
-            teacher_dim,
-            h.hidden,
-            h.shared,
-            h.dropout,
-            freeze_teacher=t.dist_loss == "mse_frozen",
-        ).to(self.device)
+        frozen = t.dist_loss == "mse_frozen"
+        self.heads = DistillHeads(self.student.hidden_size, teacher_dim, h.hidden, h.shared, h.dropout, frozen)
+        self.heads.to(self.device)
         self.collator = training_collator(self.student.gliner)
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
@@ -192,6 +214,12 @@ class Distiller:
         seed_everything(t.seed)
 
     # ------------------------------------------------------------------------ set-up
+    def _total_steps(self) -> int:
+        """The schedule's length: ``epochs`` over the training set when set, else ``steps``."""
+        if self.t.epochs > 0:
+            return max(1, math.ceil(self.t.epochs * self.plan.per_epoch))
+        return self.t.steps
+
     @staticmethod
     def _load_teacher(path: str) -> Any:
         from ..teacher.store import HStore
@@ -215,7 +243,7 @@ class Distiller:
         from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
         make = get_cosine_schedule_with_warmup if self.t.scheduler == "cosine" else get_linear_schedule_with_warmup
-        return make(self.optimizer, int(self.t.warmup_ratio * self.t.steps), self.t.steps)
+        return make(self.optimizer, int(self.t.warmup_ratio * self.steps), self.steps)
 
     def _linked_share(self) -> float:
         total = sum(len(r.ner) for r in self.train)
@@ -227,8 +255,7 @@ class Distiller:
 
     # ------------------------------------------------------------------------ one step
     def _batch(self, step: int) -> tuple[dict[str, Any], list[Record]]:
-        idx = batch_order(len(self.train), self.t.batch_size, self.t.seed, step)
-        records = [self.train[i] for i in idx]
+        records = [self.train[i] for i in self.plan(step)]
         items = []
         for r in records:
             prompts = [label_prompt(lbl, self.label_table) for lbl in r.labels]
@@ -262,15 +289,17 @@ class Distiller:
         where, rows = self._linked(records, inputs["span_idx"].size(1) // self.student.max_width)
         distil = self.t.b > 0 and bool(where)
         index = tuple(torch.tensor(x, device=self.device) for x in zip(*where, strict=True)) if distil else None
-        l_lang, spans = self.student.train_forward(
-            inputs, index, alpha=self.t.focal_alpha, gamma=self.t.focal_gamma, reduction=self.t.loss_reduction
-        )
+        with autocast(self.device, self.amp):
+            l_lang, spans = self.student.train_forward(
+                inputs, index, alpha=self.t.focal_alpha, gamma=self.t.focal_gamma, reduction=self.t.loss_reduction
+            )
+        l_lang = l_lang.float()
         l_dist = torch.zeros((), device=self.device)
         var = float("nan")
         if distil:
             assert self.store is not None
             h = torch.from_numpy(self.store.rows(rows)).to(self.device)  # only these rows are read
-            student, teacher = self.heads(spans, h)
+            student, teacher = self.heads(spans.float(), h)
             l_dist = dist_loss(self.t.dist_loss, student, teacher, rows, self.t.temperature)
             if len(rows) > 1:
                 var = float(teacher.detach().var(0).mean())
@@ -283,11 +312,11 @@ class Distiller:
         self.scheduler.step()
         return {
             "loss": loss.item(), "l_lang": l_lang.item(), "l_dist": l_dist.item(), "linked_spans": len(where),
-            "teacher_var": var, "lr": self.scheduler.get_last_lr()[0],
+            "teacher_var": var, "lr": self.scheduler.get_last_lr()[0], "words": int(inputs["span_idx"].size(1)),
         }  # fmt: skip
 
     # ------------------------------------------------------------------- evaluation
-    def pipeline(self, corpora_labels: list[str] | None = None) -> Any:
+    def pipeline(self, corpora_labels: list[str] | None = None, threshold: float | None = None) -> Any:
         """A spaCy pipeline around the current student (what ``model-best`` will be).
 
         Its config says ``device = "auto"``: a student trained on a GPU must load on a machine
@@ -300,108 +329,185 @@ class Distiller:
             "kogner",
             config={
                 "labels": [{"label": lbl, "prompt": label_prompt(lbl, self.label_table)} for lbl in labels],
-                "threshold": self.t.eval_threshold, "batch_size": self.t.eval_batch_size,
-                "max_width": self.student.max_width, "device": "auto",
+                "threshold": self.t.eval_threshold if threshold is None else threshold,
+                "batch_size": self.t.eval_batch_size, "max_width": self.student.max_width, "device": "auto",
+                "precision": self.t.precision,
             },
         )  # fmt: skip
         pipe.device = self.device
         pipe.model = self.student
         return nlp
 
-    def evaluate(self, records: list[Record]) -> dict[str, float]:
-        """Exact-span micro P/R/F1 (0-1); each corpus's sentences are prompted with that corpus's labels."""
+    def _predict(self, records: list[Record], threshold: float) -> list[dict[tuple[int, int, str], float]]:
+        """Every scored (start, end exclusive, label) of each record at ``threshold``, per corpus prompts."""
         from spacy.tokens import Doc
 
-        from ..evaluation.metrics import exact_scores
-
         self.student.train(False)
-        by_corpus: dict[str, list[tuple[int, Record]]] = {}
+        out: list[dict[tuple[int, int, str], float]] = [{} for _ in records]
+        by_corpus: dict[str, list[int]] = {}
         for i, r in enumerate(records):
-            by_corpus.setdefault(r.corpus, []).append((i, r))
-        gold, pred = [], []
-        for items in by_corpus.values():
-            nlp = self.pipeline(sorted({lbl for _, r in items for lbl in r.labels}))
-            docs = [Doc(nlp.vocab, words=r.tokens) for _, r in items]
-            for (i, r), doc in zip(items, nlp.pipe(docs, batch_size=self.t.eval_batch_size), strict=True):
-                gold.extend((i, s, e + 1, lbl) for s, e, lbl in r.ner)
-                pred.extend((i, ent.start, ent.end, ent.label_) for ent in doc.ents)
-        total = exact_scores(gold, pred).total.as_dict()
-        return {k: total[k] / 100 for k in ("p", "r", "f")}
+            by_corpus.setdefault(r.corpus, []).append(i)
+        for idx in by_corpus.values():
+            nlp = self.pipeline(sorted({lbl for i in idx for lbl in records[i].labels}), threshold)
+            nlp.get_pipe("kogner").configure(flat=False, multi_label=True)
+            docs = [Doc(nlp.vocab, words=records[i].tokens) for i in idx]
+            for i, doc in zip(idx, nlp.pipe(docs, batch_size=self.t.eval_batch_size), strict=True):
+                group = doc.spans["kogner"]
+                out[i] = {(s.start, s.end, s.label_): sc for s, sc in zip(group, group.attrs["scores"], strict=True)}
+        return out
+
+    def evaluate(self, records: list[Record], thresholds: list[float] | None = None) -> dict[float, dict[str, float]]:
+        """Exact-span micro P/R/F1 (0-1) at each threshold, from one pass of the model.
+
+        Each corpus's sentences are prompted with that corpus's labels. The pipe runs once at the
+        lowest threshold with every scored (span, label) kept; each threshold then keeps its spans
+        and chooses ``doc.ents`` exactly as the component does (best label per span, greedy flat by
+        score), so the numbers equal separate runs at each threshold."""
+        from ..evaluation.metrics import exact_scores
+        from ..pipeline.windows import best_label_per_span, greedy_flat
+
+        thresholds = sorted(thresholds or [self.t.eval_threshold])
+        scored = self._predict(records, thresholds[0])
+        gold = [(i, s, e + 1, lbl) for i, r in enumerate(records) for s, e, lbl in r.ner]
+        results = {}
+        for t in thresholds:
+            pred = []
+            for i, spans in enumerate(scored):
+                labels = sorted({lbl for (_, _, lbl) in spans})
+                hits = {(s, e - 1, labels.index(lbl)): sc for (s, e, lbl), sc in spans.items() if sc > t}
+                items = sorted(best_label_per_span(hits).items(), key=lambda kv: (-kv[1], kv[0]))
+                keep = greedy_flat(items, len(records[i].tokens))
+                pred.extend((i, items[k][0][0], items[k][0][1] + 1, labels[items[k][0][2]]) for k in keep)
+            total = exact_scores(gold, pred).total.as_dict()
+            results[t] = {k: total[k] / 100 for k in ("p", "r", "f")}
+        return results
 
     # ---------------------------------------------------------------- checkpointing
-    def _state(self, step: int, best: float, best_step: int, elapsed: float) -> dict[str, Any]:
+    def _state(self, step: int, best: float, best_step: int, elapsed: float, stale: int) -> dict[str, Any]:
         return {
-            "step": step, "best_f": best, "best_step": best_step, "elapsed_s": elapsed,
+            "step": step, "best_f": best, "best_step": best_step, "elapsed_s": elapsed, "stale_evals": stale,
             "student": self.student.gliner.state_dict(), "heads": self.heads.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": checkpoint.rng_state(),
         }  # fmt: skip
 
-    def save_checkpoint(self, step: int, best: float, best_step: int, elapsed: float = 0.0) -> None:
+    def save_checkpoint(self, step: int, best: float, best_step: int, elapsed: float = 0.0, stale: int = 0) -> None:
         """Atomic write; ``elapsed`` is the training wall time so far, summed over resumed runs."""
-        checkpoint.save(self.out, self.fingerprint, self._state(step, best, best_step, elapsed))
+        checkpoint.save(self.out, self.fingerprint, self._state(step, best, best_step, elapsed, stale))
 
-    def load_checkpoint(self) -> tuple[int, float, int, float]:
+    def load_checkpoint(self) -> tuple[int, float, int, float, int]:
         state = checkpoint.load(self.out, self.fingerprint, self.device)
         if state is None:
-            return 0, -1.0, -1, 0.0
+            return 0, -1.0, -1, 0.0, 0
         self.student.gliner.load_state_dict(state["student"])
         self.heads.load_state_dict(state["heads"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
-        return int(state["step"]), float(state["best_f"]), int(state["best_step"]), float(state.get("elapsed_s", 0.0))
+        return (
+            int(state["step"]), float(state["best_f"]), int(state["best_step"]),
+            float(state.get("elapsed_s", 0.0)), int(state.get("stale_evals", 0)),
+        )  # fmt: skip
 
     # ---------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
-        steps = self.t.steps
-        start, best, best_step, elapsed_before = self.load_checkpoint()
+        """Train until the schedule ends, the dev score stops improving (``patience`` evaluations)
+        or the wall-time budget (``max_minutes``) is spent; keep the best dev model, then tune its
+        threshold on dev."""
+        steps = self.steps
+        start, best, best_step, elapsed_before, stale = self.load_checkpoint()
         stop = min(steps, self.t.stop_after) if self.t.stop_after else steps
         log_path = self.out / "log.jsonl"
         _truncate_log(log_path, start)
         t0 = time.time()
+        budget_s = self.t.max_minutes * 60 if self.t.max_minutes else math.inf
+        ended = "schedule"
+        done = start
         bar = tqdm(range(start, stop), initial=start, total=steps, desc="distill", dynamic_ncols=True)
         with log_path.open("a", encoding="utf8") as log:
             for step in bar:
                 t_step = time.perf_counter()
                 parts = self.step(step)
                 done = step + 1
+                elapsed = elapsed_before + time.time() - t0
                 # step_s: the optimisation step alone (no dev evaluation), to compare b = 0 and b > 0 cost
-                entry: dict[str, Any] = {"step": done, **parts, "step_s": time.perf_counter() - t_step}
-                if self.dev and (done % self.t.eval_every == 0 or done == steps):
-                    dev = self.evaluate(self.dev)
-                    entry.update({f"dev_{k}": v for k, v in dev.items()})
-                    if dev["f"] > best:
-                        best, best_step = dev["f"], done
+                entry: dict[str, Any] = {
+                    "step": done, "epoch": done / self.plan.per_epoch, **parts,
+                    "step_s": time.perf_counter() - t_step, "elapsed_s": elapsed,
+                }  # fmt: skip
+                out_of_time = elapsed >= budget_s
+                if self.dev and (done % self.t.eval_every == 0 or done == steps or out_of_time):
+                    entry.update(self._eval_entry())
+                    if entry["dev_f"] > best:
+                        best, best_step, stale = entry["dev_f"], done, 0
                         self.pipeline().to_disk(self.out / "model-best")
+                    else:
+                        stale += 1
                 bar.set_postfix(loss=f"{parts['loss']:.2f}", dist=f"{parts['l_dist']:.3f}", best_f=f"{best:.3f}")
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
-                if done % self.t.checkpoint_every == 0 or done == stop:
-                    self.save_checkpoint(done, best, best_step, elapsed_before + time.time() - t0)
-        if stop < steps:
+                patience_out = bool(self.t.patience) and stale >= self.t.patience
+                if done % self.t.checkpoint_every == 0 or done == stop or out_of_time or patience_out:
+                    self.save_checkpoint(done, best, best_step, elapsed_before + time.time() - t0, stale)
+                if out_of_time or patience_out:
+                    ended = "max_minutes" if out_of_time else "patience"
+                    break
+        if done < steps and ended == "schedule":
             return {"stopped_at": stop}
         self.pipeline().to_disk(self.out / "model-last")
         if not self.dev or best_step < 0:
             self.pipeline().to_disk(self.out / "model-best")
+        tuned = self._tune_threshold() if self.dev and best_step >= 0 else {}
         this_run = time.time() - t0
         summary = RunSummary(
             system="kogner",
-            steps=steps,
+            steps=done,
             seed=self.t.seed,
             wall_s=elapsed_before + this_run,
-            best_dev_f=best if best_step >= 0 else None,
+            best_dev_f=tuned.get("dev_f", best if best_step >= 0 else None),
             best_step=best_step if best_step >= 0 else None,
             train_sentences=len(self.train),
             device=str(self.device),
             details={
                 "a": self.t.a, "b": self.t.b, "dist_loss": self.t.dist_loss, "linked_share": self.linked_share,
+                "scheduled_steps": steps, "ended_by": ended, "epochs": done / self.plan.per_epoch,
+                "precision": "bf16" if self.amp is not None else "fp32", "batch_size": self.t.batch_size,
+                "bucket": self.t.bucket, "threshold": tuned.get("threshold", self.t.eval_threshold),
+                "dev_f_by_threshold": tuned.get("by_threshold"),
                 "wall_s_this_run": this_run, "median_step_s": _median_step_s(log_path), "peak_rss_mb": peak_rss_mb(),
+                "threads": torch.get_num_threads(),
             },
         )  # fmt: skip
         summary.write(self.out)
-        plot_log(log_path, self.out / "curves.png")
-        return summary.__dict__
+        write_curves(log_path, self.out)
+        return dataclasses.asdict(summary)
+
+    def _eval_entry(self) -> dict[str, float]:
+        """Dev (and, for the curves only, test) scores at the evaluation threshold."""
+        entry = {f"dev_{k}": v for k, v in self.evaluate(self.dev)[self.t.eval_threshold].items()}
+        if self.test:
+            entry.update({f"test_{k}": v for k, v in self.evaluate(self.test)[self.t.eval_threshold].items()})
+        return entry
+
+    def _tune_threshold(self) -> dict[str, Any]:
+        """Pick the decision threshold on dev for the best model and save it in its config."""
+        if not self.t.tune_threshold:
+            return {}
+        best_model = SpanModel.load(self.out / "model-best" / "kogner" / "model").to(self.device)
+        best_model.set_precision(self.t.precision)
+        current, self.student = self.student, best_model
+        try:
+            grid = sorted(set(self.t.tune_threshold) | {self.t.eval_threshold})
+            scores = self.evaluate(self.dev, grid)
+            threshold = max(grid, key=lambda t: (scores[t]["f"], -abs(t - self.t.eval_threshold)))
+            self.pipeline(threshold=threshold).to_disk(self.out / "model-best")
+        finally:
+            self.student = current
+        return {
+            "threshold": threshold,
+            "dev_f": scores[threshold]["f"],
+            "by_threshold": {str(t): round(v["f"], 4) for t, v in scores.items()},
+        }
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
@@ -437,28 +543,37 @@ def iter_log(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def plot_log(log_path: Path, png: Path) -> None:
-    """Loss parts and dev F1 against step."""
+def write_curves(log_path: Path, out: Path) -> None:
+    """Learning curves: ``curves.json`` (dev/test F1 against steps, epochs and wall time) and
+    ``curves.png`` (loss parts against step; dev and test F1 against training minutes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = list(iter_log(log_path))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    points = [
+        {k: r.get(k) for k in ("step", "epoch", "elapsed_s", "dev_p", "dev_r", "dev_f", "test_p", "test_r", "test_f")}
+        for r in rows
+        if "dev_f" in r
+    ]
+    (out / "curves.json").write_text(json.dumps(points, indent=1), encoding="utf8")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [r["step"] for r in rows]
     for key in ("l_lang", "l_dist"):
-        ax1.plot(steps, [r[key] for r in rows], label=key)
+        ax1.plot(steps, [r[key] for r in rows], label=key, linewidth=0.6)
     ax1.set_yscale("symlog")
     ax1.set_xlabel("step")
     ax1.legend()
-    dev = [(r["step"], r["dev_f"]) for r in rows if "dev_f" in r]
-    if dev:
-        ax2.plot(*zip(*dev, strict=True), marker="o")
-    ax2.set_xlabel("step")
-    ax2.set_ylabel("dev exact F1")
+    for key, label in (("dev_f", "dev"), ("test_f", "test")):
+        pts = [(p["elapsed_s"] / 60, 100 * p[key]) for p in points if p.get(key) is not None]
+        if pts:
+            ax2.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=label)
+    ax2.set_xlabel("training wall time (min, evaluations included)")
+    ax2.set_ylabel("exact-span F1 (%)")
+    ax2.legend()
     fig.tight_layout()
-    fig.savefig(png)
+    fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
 
 

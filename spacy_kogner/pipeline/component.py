@@ -47,7 +47,7 @@ from .precision import PRECISIONS
 from .prompts import KognerConfigError, LabelSpec, parse_labels
 from .scorer import DEFAULT_SPANS_KEY, kogner_score
 from .span_model import CODE_FILE_RE, ModelLoadError, SpanModel
-from .windows import SpanHits, Window, best_label_per_span, collect_hits, cut_windows, greedy_flat
+from .windows import SpanHits, Window, best_label_per_span, collect_hits, cut_windows, greedy_flat, group_prompts
 
 CFG_FILE = "kogner.json"
 MODEL_DIR = "model"
@@ -85,6 +85,9 @@ class KognerSettings:
     batch_size: int = _setting(32, "Windows per forward pass.", runtime=True)
     max_window_tokens: int = _setting(256, "Longest window in spaCy tokens.", runtime=True)
     stride: int = _setting(224, "Step between window starts.", runtime=True)
+    min_window_subwords: int = _setting(
+        128, "Subwords every window keeps for text; labels whose prompts need more are scored in groups.", runtime=True
+    )
     max_width: int = _setting(12, "Longest candidate span in tokens (new models only).")
     device: str = _setting("cpu", "'cpu', 'cuda', 'cuda:N' or 'auto'.")
     multi_label: bool = _setting(False, "Allow several labels per span in the span group.", runtime=True)
@@ -210,7 +213,7 @@ class KognerComponent(Pipe):
                 _check_type(key, cfg[key])
         if not 0.0 <= float(cfg["threshold"]) <= 1.0:
             raise KognerConfigError(f"threshold must be in [0, 1], got {cfg['threshold']!r}")
-        for key in ("batch_size", "max_window_tokens", "stride"):
+        for key in ("batch_size", "max_window_tokens", "stride", "min_window_subwords"):
             if cfg[key] < 1:
                 raise KognerConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
         if cfg["stride"] > cfg["max_window_tokens"]:
@@ -304,6 +307,19 @@ class KognerComponent(Pipe):
             )
         return [s.prompt for s in self.label_specs]
 
+    def _label_groups(self, model: SpanModel, prompts: list[str]) -> list[tuple[int, list[str]]]:
+        """The prompts, split into groups that leave every window ``min_window_subwords`` of text."""
+        limit = model.max_subwords - self.cfg["min_window_subwords"]
+        if limit < model.prompt_subwords(prompts[:1]):
+            raise KognerConfigError(
+                f"min_window_subwords ({self.cfg['min_window_subwords']}) leaves no room for label prompts in "
+                f"the encoder's {model.max_subwords} subwords; lower it"
+            )
+        try:
+            return group_prompts(prompts, model.prompt_subwords, limit)
+        except ValueError as err:
+            raise KognerConfigError(str(err)) from err
+
     def _windows(self, model: SpanModel, docs: list[Doc], prompt_len: int) -> list[Window]:
         windows: list[Window] = []
         budget = max(1, model.max_subwords - prompt_len)
@@ -323,14 +339,17 @@ class KognerComponent(Pipe):
     def _annotate(self, docs: list[Doc]) -> list[Doc]:
         prompts = self._prompts()
         model = self.ensure_model()
-        windows = self._windows(model, docs, model.prompt_subwords(prompts))
+        groups = self._label_groups(model, prompts)
+        widest = max(model.prompt_subwords(group) for _, group in groups)
+        windows = self._windows(model, docs, widest)
         windows.sort(key=lambda w: sum(model.subword_count(x) for x in w.words))
         found: list[SpanHits] = [{} for _ in docs]
         bs = self.cfg["batch_size"]
-        for b in range(0, len(windows), bs):
-            chunk = windows[b : b + bs]
-            scores = model.score_windows([w.words for w in chunk], prompts)
-            collect_hits(chunk, scores.probs, scores.valid, self.cfg["threshold"], found)
+        for offset, group in groups:
+            for b in range(0, len(windows), bs):
+                chunk = windows[b : b + bs]
+                scores = model.score_windows([w.words for w in chunk], group)
+                collect_hits(chunk, scores.probs, scores.valid, self.cfg["threshold"], found, offset)
         for doc, spans in zip(docs, found, strict=True):
             self._set_annotations(doc, spans)
         return docs

@@ -57,6 +57,33 @@ def cut_windows(
         start = max(start + 1, min(start + stride, end - overlap))
 
 
+def group_prompts(prompts: Sequence[str], cost: Callable[[list[str]], int], limit: int) -> list[tuple[int, list[str]]]:
+    """Split the label prompts into consecutive groups whose prompt cost fits ``limit`` subwords.
+
+    A uni-encoder model reads every prompt in front of every window; with many or long labels the
+    prompts alone would fill the encoder, leaving windows of a word or silently cutting labels
+    off. Each group is scored on its own (one more pass over the windows per group), so every
+    label is scored and windows keep at least the subwords the prompts leave free. Returns
+    ``(index of the group's first label, prompts)`` pairs. A single prompt that alone exceeds the
+    limit cannot be scored at all and is an error naming it."""
+    groups: list[tuple[int, list[str]]] = []
+    current: list[str] = []
+    start = 0
+    for i, prompt in enumerate(prompts):
+        if cost([prompt]) > limit:
+            raise ValueError(
+                f"The label prompt {prompt[:60]!r}{'...' if len(prompt) > 60 else ''} takes {cost([prompt])} subwords "
+                f"alone, more than the {limit} the encoder leaves for prompts; shorten it"
+            )
+        if current and cost(current + [prompt]) > limit:
+            groups.append((start, current))
+            current, start = [], i
+        current.append(prompt)
+    if current:
+        groups.append((start, current))
+    return groups
+
+
 def collect_hits(
     windows: Sequence[Window],
     probs: torch.Tensor,

@@ -322,3 +322,28 @@ def test_loading_a_pipeline_never_builds_its_config_model(make_nlp, tmp_path, py
     env = {**__import__("os").environ, "PYTHONHASHSEED": hashseed}
     proc = subprocess.run([python_exe, "-c", code, str(tmp_path / "p")], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_many_labels_are_scored_in_groups_never_dropped(make_nlp):
+    """150 labels do not fit in front of one window: they are scored in groups, every label gets
+    its scores, and windows keep their text (on the old code labels were cut off silently and
+    windows shrank to one word)."""
+    labels = [f"biomedical concept number {i}" for i in range(150)]
+    nlp = make_nlp(threshold=0.0, flat=False, multi_label=True, labels=labels)
+    text = "Patients with breast cancer received tamoxifen ."
+    doc = nlp(text)
+    assert {s.label_ for s in doc.spans["kogner"]} == set(labels)
+    assert len(doc.spans["kogner"]) == 150 * n_candidates(7, 12)
+    pipe = nlp.get_pipe("kogner")
+    model = pipe.ensure_model()
+    groups = pipe._label_groups(model, [s.prompt for s in pipe.label_specs])
+    assert len(groups) > 1 and sum(len(g) for _, g in groups) == 150
+    assert all(model.max_subwords - model.prompt_subwords(g) >= 128 for _, g in groups)
+    windows = pipe._windows(model, [doc], max(model.prompt_subwords(g) for _, g in groups))
+    assert len(windows) == 1 and len(windows[0].words) == 7
+
+
+def test_a_prompt_longer_than_the_encoder_is_a_clear_error(make_nlp):
+    nlp = make_nlp(labels=["Disease", {"label": "Long", "prompt": "very long description " * 300}])
+    with pytest.raises(KognerConfigError, match="subwords alone, more than the"):
+        nlp("Aspirin treats fever")

@@ -39,6 +39,7 @@ def bench(
     limit: int = typer.Option(0, help="Use only the first N sentences (0 = all)"),
     batch_sizes: str = typer.Option("1,8,16,32,64", help="Raw GLiNER batch sizes to try"),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also time the opt-in int8 pipe (last)"),
+    bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="Also time the pipe with bf16 autocast"),
 ) -> None:
     """Sentences/s and peak RSS: raw GLiNER vs our ``nlp.pipe`` vs one-at-a-time vs encoder alone."""
     from ..workflow.bench import run_bench
@@ -51,4 +52,5 @@ def bench(
         limit,
         [int(b) for b in batch_sizes.split(",")],
         int8=int8,
+        bf16=bf16,
     )

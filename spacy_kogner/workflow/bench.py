@@ -18,6 +18,8 @@ from typing import Any
 import torch
 
 from ..pipeline import gliner_compat as compat
+from ..pipeline.precision import native_bf16
+from ..run_summary import cpu_model
 
 
 def _rss_mb() -> float:
@@ -52,7 +54,14 @@ def _pipeline(model: str, labels: list[str]) -> Any:
 
 
 def run_bench(
-    out: Path, corpus: Path, model: str, labels: list[str], limit: int, batch_sizes: list[int], int8: bool = True
+    out: Path,
+    corpus: Path,
+    model: str,
+    labels: list[str],
+    limit: int,
+    batch_sizes: list[int],
+    int8: bool = True,
+    bf16: bool = True,
 ) -> dict:
     """Run every variant, print a table and write JSON to ``out``.
 
@@ -82,6 +91,16 @@ def run_bench(
     secs, _ = _timed(lambda: _encoder_only(model, [[t.text for t in d if not t.is_space] for d in docs], bs_pipe))
     rows[f"encoder forward only (batch {bs_pipe}, length-sorted)"] = {"sent_per_s": n / secs, "peak_rss_mb": _rss_mb()}
 
+    bf16_agree = None
+    if bf16:
+        model.set_precision("bf16")
+        nlp(texts[0])
+        secs, bf16_docs = _timed(lambda: list(nlp.pipe(texts, batch_size=256)))
+        native = "native" if native_bf16(model.device) else "emulated: no AMX/AVX512-BF16 here"
+        rows[f"kogner nlp.pipe bf16 autocast ({native})"] = {"sent_per_s": n / secs, "peak_rss_mb": _rss_mb()}
+        bf16_agree = _span_agreement(docs, bf16_docs)
+        model.set_precision("fp32")
+
     int8_agree = None
     if int8:
         model.quantize_encoder()
@@ -98,7 +117,7 @@ def run_bench(
         for a, b in zip(docs, singles, strict=True)
     )
     result = {
-        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
+        "machine": {"threads": torch.get_num_threads(), "platform": platform.platform()},
         "sentences": n,
         "labels": labels,
         "threshold": threshold,
@@ -107,6 +126,9 @@ def run_bench(
         "pipe_equals_one_at_a_time": same,
         "entity_agreement_with_raw_gliner": agree,
         "int8_entity_agreement_with_fp32_pipe": int8_agree,
+        "bf16_entity_agreement_with_fp32_pipe": bf16_agree,
+        "cpu": cpu_model(),
+        "native_bf16": native_bf16(model.device),
         "rows": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +138,8 @@ def run_bench(
     for name, row in rows.items():
         print(f"{name:<{width}}  {row['sent_per_s']:6.1f}  {row['peak_rss_mb']:8.0f}")
     print(f"pipe / best raw = {result['pipe_over_best_raw']:.2f}x; entity agreement with raw GLiNER = {agree:.3f}")
+    if bf16_agree is not None:
+        print(f"bf16 entity agreement with the float pipe = {bf16_agree:.3f}")
     if int8_agree is not None:
         print(f"int8 entity agreement with the float pipe = {int8_agree:.3f}")
     return result

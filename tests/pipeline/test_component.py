@@ -347,3 +347,24 @@ def test_a_prompt_longer_than_the_encoder_is_a_clear_error(make_nlp):
     nlp = make_nlp(labels=["Disease", {"label": "Long", "prompt": "very long description " * 300}])
     with pytest.raises(KognerConfigError, match="subwords alone, more than the"):
         nlp("Aspirin treats fever")
+
+
+def test_bf16_precision_scores_close_to_fp32(span_model, tmp_path):
+    """precision = "bf16" autocasts the forward pass; scores stay close and weights stay fp32."""
+    import torch
+
+    span_model.save(tmp_path / "m")
+    cfg = {"model": str(tmp_path / "m"), "labels": ["Disease"], "threshold": 0.0, "flat": False}
+    fp32, bf16 = spacy.blank("en"), spacy.blank("en")
+    fp32.add_pipe("kogner", config=cfg)
+    bf16.add_pipe("kogner", config={**cfg, "precision": "bf16"})
+    a, b = fp32(TEXT), bf16(TEXT)
+    assert bf16.get_pipe("kogner").model.autocast_dtype == torch.bfloat16
+    assert spans_of(a) == spans_of(b)
+    diff = [
+        abs(x - y) for x, y in zip(a.spans["kogner"].attrs["scores"], b.spans["kogner"].attrs["scores"], strict=True)
+    ]
+    assert 0 < max(diff) < 0.05
+    assert all(p.dtype == torch.float32 for p in bf16.get_pipe("kogner").model.parameters())
+    with pytest.raises(KognerConfigError, match="precision must be one of"):
+        spacy.blank("en").add_pipe("kogner", config={"precision": "fp8"})

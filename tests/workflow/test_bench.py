@@ -24,3 +24,5 @@ def test_bench_runs_every_variant_and_writes_json(tmp_path, span_model):
     assert all(row["sent_per_s"] > 0 and row["peak_rss_mb"] > 0 for row in result["rows"].values())
     assert result["sentences"] == 6 and result["pipe_equals_one_at_a_time"] is True
     assert 0.0 <= result["int8_entity_agreement_with_fp32_pipe"] <= 1.0
+    assert any(n.startswith("kogner nlp.pipe bf16 autocast") for n in names)
+    assert 0.0 <= result["bf16_entity_agreement_with_fp32_pipe"] <= 1.0 and result["cpu"]

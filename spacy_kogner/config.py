@@ -20,7 +20,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 from confection import Config
 
@@ -169,6 +169,28 @@ def read_section(cls: type[T], section: dict[str, Any] | None, where: str) -> T:
 
 def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+class Section:
+    """Mixin for a section dataclass read from one config file: set ``SECTION`` (its name) and
+    ``DEFAULT_CONFIG`` (the file it usually lives in)."""
+
+    SECTION: ClassVar[str]
+    DEFAULT_CONFIG: ClassVar[str]
+
+    @classmethod
+    def from_section(cls: type[S], section: dict[str, Any]) -> S:
+        """Validate the section (``read_section``)."""
+        return read_section(cls, section, cls.SECTION)  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_config(cls: type[S], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> S:
+        """Read the section from a config file (default: ``DEFAULT_CONFIG``)."""
+        cfg = load_config(resolve_config_path(path or cls.DEFAULT_CONFIG), overrides)  # type: ignore[attr-defined]
+        return cls.from_section(cfg[cls.SECTION])  # type: ignore[attr-defined]
+
+
+S = TypeVar("S", bound=Section)
 
 
 def require(condition: bool, message: str) -> None:

@@ -73,3 +73,19 @@ def package_cmd(
         report["check"] = result
         typer.echo(f"Installed {lang}_{name} offline in a fresh venv: ents {result['ents']}")
     (out_dir / "package.json").write_text(json.dumps(report, indent=2), encoding="utf8")
+
+
+@app.command("indomain-study", context_settings=OVERRIDES)
+def indomain_study_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Argument(Path("configs/indomain.cfg"), help="Study config"),
+    profile: str = PROFILE_OPTION,
+    only: str = typer.Option("", help="Train and score one CORPUS[:SYSTEM] pair only (no summary)"),
+) -> None:
+    """Per corpus: KoGNER student vs spaCy CNN ner vs spaCy trf+ner, same data and cap, full test split."""
+    from ..workflow.indomain import run_study
+
+    table = run_study(config, overrides_of(ctx), profile or None, only)
+    for corpus, entry in table.items():
+        scores = ", ".join(f"{s} {entry[s]:.1f}" for s in ("kogner", "spacy_cnn", "spacy_trf") if s in entry)
+        typer.echo(f"{corpus}: {scores}")

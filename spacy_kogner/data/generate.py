@@ -36,9 +36,9 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ..config import load_config, read_section, resolve_config_path
+from ..config import Section
 from ..pipeline.gliner_compat import split_words
 from .labels import KindInfo
 
@@ -59,8 +59,11 @@ class MalformedOutput(ValueError):
 
 
 @dataclass
-class GenerateSettings:
+class GenerateSettings(Section):
     """The ``[generate]`` section of ``configs/generate.cfg``."""
+
+    SECTION: ClassVar[str] = "generate"
+    DEFAULT_CONFIG: ClassVar[str] = DEFAULT_GENERATE_CFG
 
     base_url: str
     model: str
@@ -75,15 +78,6 @@ class GenerateSettings:
     temperature: float
     system_prompt: str
     user_template: str
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> GenerateSettings:
-        """Validate the ``[generate]`` section (``config.read_section``)."""
-        return read_section(cls, section, "generate")
-
-    @classmethod
-    def from_config(cls, path: str | Path = DEFAULT_GENERATE_CFG, overrides: dict | None = None) -> GenerateSettings:
-        return cls.from_section(load_config(resolve_config_path(path), overrides)["generate"])
 
 
 def tokenize(text: str) -> list[str]:

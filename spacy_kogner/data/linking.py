@@ -45,9 +45,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ..config import load_config, read_section, require, resolve_config_path
+from ..config import Section, require
 from ..textio import open_text, where_not_utf8
 from .labels import LabelInfo
 from .readers import Sentence, Span, iter_documents
@@ -70,8 +70,11 @@ _DIGITS = re.compile(r"\d+")
 
 
 @dataclass
-class LinkingSettings:
+class LinkingSettings(Section):
     """The ``[linking]`` section of ``configs/linking.cfg`` (see that file for what each one does)."""
+
+    SECTION: ClassVar[str] = "linking"
+    DEFAULT_CONFIG: ClassVar[str] = DEFAULT_LINKING_CFG
 
     rules: list[str]
     abbreviation_window: int
@@ -94,16 +97,6 @@ class LinkingSettings:
     def __post_init__(self) -> None:
         bad = [r for r in self.rules if r not in RULES]
         require(not bad, f"Unknown linking rule(s) {bad}; known: {list(RULES)}")
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> LinkingSettings:
-        """Validate the ``[linking]`` section (``config.read_section``)."""
-        return read_section(cls, section, "linking")
-
-    @classmethod
-    def from_config(cls, path: str | Path = DEFAULT_LINKING_CFG, overrides: dict | None = None) -> LinkingSettings:
-        """Read the ``[linking]`` section of a config file."""
-        return cls.from_section(load_config(resolve_config_path(path), overrides)["linking"])
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -23,10 +23,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ..config import load_config, read_section, resolve_config_path
+from ..config import Section
 from .labels import KindInfo
 from .linking import LinkingSettings, find_abbreviations, normal_tokens
 from .readers import Sentence, Span
@@ -35,8 +34,11 @@ DEFAULT_SILVER_CFG = "configs/silver.cfg"
 
 
 @dataclass
-class SilverSettings:
+class SilverSettings(Section):
     """The ``[silver]`` section of ``configs/silver.cfg``."""
+
+    SECTION: ClassVar[str] = "silver"
+    DEFAULT_CONFIG: ClassVar[str] = DEFAULT_SILVER_CFG
 
     kinds: list[str]
     min_name_chars: int
@@ -46,15 +48,6 @@ class SilverSettings:
     abbreviations: bool
     max_sentences: int
     drop_empty: bool
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> SilverSettings:
-        """Validate the ``[silver]`` section (``config.read_section``)."""
-        return read_section(cls, section, "silver")
-
-    @classmethod
-    def from_config(cls, path: str | Path = DEFAULT_SILVER_CFG, overrides: dict | None = None) -> SilverSettings:
-        return cls.from_section(load_config(resolve_config_path(path), overrides)["silver"])
 
 
 def _alnum(text: str) -> str:

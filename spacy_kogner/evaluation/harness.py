@@ -158,6 +158,7 @@ def evaluate_nlp(
         "relaxed": relaxed_scores(gold, pred, labels),
         "eval_seconds": seconds,
         "sentences_per_s": len(sentences) / seconds if seconds else None,
+        "words_per_s": sum(len(s.tokens) for s in sentences) / seconds if seconds else None,
     }
 
 

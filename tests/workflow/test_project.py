@@ -130,8 +130,22 @@ def test_smoke_profile_runs_the_whole_workflow(tmp_path: Path) -> None:
 
     rows = json.loads((project / "results/results.json").read_text(encoding="utf8"))["rows"]
     assert {r["protocol"] for r in rows} == {"in-domain", "paper"}
-    assert {r["system"] for r in rows} >= {"KoGNER", "GLiNER (b=0)", "spaCy trf+ner"}
+    assert {r["system"] for r in rows} == {"KoGNER", "spaCy CNN ner", "spaCy trf+ner"}
     assert all(r["profile"] == PROFILE and r["steps"] is not None for r in rows)
+
+    # the in-domain study: the student and both spaCy baselines on the same slice, one summary
+    study = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", "indomain", str(project), "--vars.profile", PROFILE],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert study.returncode == 0, study.stdout[-4000:] + study.stderr[-4000:]
+    table = json.loads((project / f"results/{PROFILE}/indomain.json").read_text(encoding="utf8"))
+    assert set(table) == {"NCBI-disease"} and {"kogner", "spacy_cnn", "spacy_trf"} <= set(table["NCBI-disease"])
+    assert set(table["NCBI-disease"]["train_minutes"]) == {"kogner", "spacy_cnn", "spacy_trf"}
+    assert (project / f"results/{PROFILE}/indomain.md").is_file()
 
     report = json.loads((project / f"packages/{PROFILE}/package.json").read_text(encoding="utf8"))
     assert report["wheel"].endswith(".whl")

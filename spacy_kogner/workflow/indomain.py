@@ -1,0 +1,235 @@
+"""The in-domain study: per corpus, the KoGNER student and spaCy's own ``ner`` (CNN and
+transformer on the same backbone), trained on the same data under the same wall-time cap, scored
+on the full test split by one harness.
+
+``python -m spacy_kogner indomain-study configs/indomain.cfg --profile full`` runs every
+(corpus, system) pair that has no finished run yet (each trainer resumes or skips on its own),
+then writes ``indomain.json`` / ``indomain.md`` / ``indomain_curves.png`` to the results folder:
+
+* ``indomain.json``: ``{corpus: {"kogner": F1, "spacy_cnn": F1, "spacy_trf": F1,
+  "train_minutes": {system: min}, "words_per_s": {system: w/s}, "cpu": ...}}`` (percent, full
+  test splits) — the shape the docs commit;
+* ``indomain.md``: the same side by side with P/R, training time and inference speed;
+* ``indomain_curves.png``: dev F1 against training minutes for every system (and test F1 for the
+  student, whose curve logs it), one panel per corpus.
+
+``--only CORPUS:SYSTEM`` trains a single pair (to run two one-thread trainings side by side).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import load_config, read_section, require
+from ..run_summary import SUMMARY_FILE, RunSummary
+
+SYSTEMS = ("kogner", "spacy_cnn", "spacy_trf")
+SYSTEM_NAMES = {"kogner": "KoGNER student", "spacy_cnn": "spaCy CNN ner", "spacy_trf": "spaCy trf+ner (MiniLM)"}
+
+
+@dataclass
+class StudySettings:
+    """``[study]``: which corpora and systems, the configs each system trains with, the shared cap."""
+
+    corpora: list[str]
+    systems: list[str]
+    distill_config: str
+    cnn_config: str
+    trf_config: str
+    evaluate_config: str
+    max_minutes: float
+    threads: int
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.systems if s not in SYSTEMS]
+        require(not bad, f"[study] unknown system(s) {bad}; known: {list(SYSTEMS)}")
+        require(self.max_minutes > 0, "[study] max_minutes must be > 0: every system gets the same cap")
+
+
+@dataclass
+class StudyPaths:
+    """``[paths]``: where corpora come from and where runs and results go."""
+
+    sources: str
+    corpora: str
+    training: str
+    results: str
+    labels: str
+
+
+def _corpus_folder(name: str, paths: StudyPaths) -> Path:
+    """The training-ready folder (train/dev/test .json + .spacy) of one corpus, built once."""
+    from ..data.corpus import build_corpus, read_splits
+
+    folder = Path(paths.corpora) / name
+    if not (folder / "stats.json").is_file():
+        build_corpus(read_splits([name], paths.sources), folder, linker=None)
+    return folder
+
+
+def _train(corpus: str, system: str, study: StudySettings, paths: StudyPaths, profile: str | None) -> Path:
+    """Train one system on one corpus (skipped when its run summary exists); returns the run folder."""
+    folder = _corpus_folder(corpus, paths)
+    run = Path(paths.training) / corpus / system
+    if (run / SUMMARY_FILE).is_file() and (run / "model-best").is_dir():
+        return run
+    if system == "kogner":
+        from ..training.distill import distill
+
+        overrides = {
+            "paths.train": str(folder / "train.json"),
+            "paths.dev": str(folder / "dev.json"),
+            "paths.test": str(folder / "test.json"),
+            "paths.labels": paths.labels,
+            "training.max_minutes": study.max_minutes,
+            "training.num_threads": study.threads,
+        }
+        distill(study.distill_config, run, overrides, profile)
+    else:
+        from ..training.baseline import train_baseline
+
+        config = study.cnn_config if system == "spacy_cnn" else study.trf_config
+        overrides = {
+            "paths.train": str(folder / "train.spacy"),
+            "paths.dev": str(folder / "dev.spacy"),
+            "training.logger.max_minutes": study.max_minutes,
+        }
+        import torch
+
+        torch.set_num_threads(study.threads)
+        train_baseline(config, run, overrides, gpu_id=-1, profile=profile)
+    return run
+
+
+def _evaluate(corpus: str, system: str, run: Path, study: StudySettings, paths: StudyPaths) -> dict[str, Any]:
+    from ..evaluation.harness import evaluate_pipeline
+
+    out = Path(paths.results) / "indomain" / f"{corpus}__{system}.json"
+    if out.is_file():
+        return json.loads(out.read_text(encoding="utf8"))
+    test = Path(paths.sources) / corpus / "test.tsv"
+    row = evaluate_pipeline(
+        run / "model-best",
+        test,
+        config=study.evaluate_config,
+        labels_table=paths.labels,
+        tags={"system": system, "protocol": "in-domain", "train": corpus},
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2), encoding="utf8")
+    return row
+
+
+def run_study(config: str | Path, overrides: dict[str, Any] | None = None, profile: str | None = None,
+              only: str = "") -> dict[str, Any]:  # fmt: skip
+    """Train and score every (corpus, system) pair of the study, then write the summary files."""
+    cfg = load_config(config, overrides, profile)
+    study = read_section(StudySettings, cfg["study"], "study")
+    paths = read_section(StudyPaths, cfg["paths"], "paths")
+    pairs = [(c, s) for c in study.corpora for s in study.systems]
+    if only:
+        corpus, _, system = only.partition(":")
+        pairs = [(c, s) for c, s in pairs if c == corpus and (not system or s == system)]
+        require(bool(pairs), f"--only {only!r} names no (corpus, system) pair of the study")
+    for corpus, system in pairs:
+        run = _train(corpus, system, study, paths, profile)
+        _evaluate(corpus, system, run, study, paths)
+    if only:
+        return {}
+    return write_summary(study, paths)
+
+
+def write_summary(study: StudySettings, paths: StudyPaths) -> dict[str, Any]:
+    """``indomain.json`` / ``.md`` / ``_curves.png`` from the finished runs and their scores."""
+    results = Path(paths.results)
+    table: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for corpus in study.corpora:
+        entry: dict[str, Any] = {"train_minutes": {}, "words_per_s": {}, "precision": {}, "recall": {}}
+        for system in study.systems:
+            score_file = results / "indomain" / f"{corpus}__{system}.json"
+            run = Path(paths.training) / corpus / system
+            if not score_file.is_file() or not (run / SUMMARY_FILE).is_file():
+                continue
+            row = json.loads(score_file.read_text(encoding="utf8"))
+            summary = RunSummary.read(run / SUMMARY_FILE)
+            entry[system] = round(row["exact"]["f"], 2)
+            entry["precision"][system] = round(row["exact"]["p"], 2)
+            entry["recall"][system] = round(row["exact"]["r"], 2)
+            entry["train_minutes"][system] = round(summary.wall_s / 60, 1)
+            entry["words_per_s"][system] = round(row["words_per_s"], 0) if row.get("words_per_s") else None
+            entry["cpu"] = summary.cpu
+            rows.append({"corpus": corpus, "system": system, "row": row, "summary": summary})
+        table[corpus] = entry
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "indomain.json").write_text(json.dumps(table, indent=2), encoding="utf8")
+    (results / "indomain.md").write_text(render_markdown(table, rows, study), encoding="utf8")
+    render_curves(rows, study, results / "indomain_curves.png")
+    return table
+
+
+def render_markdown(table: dict[str, Any], rows: list[dict[str, Any]], study: StudySettings) -> str:
+    lines = [
+        "# In-domain: the KoGNER student beside spaCy's own `ner`",
+        "",
+        "Exact-span micro F1 (%) on the **full test split** of each corpus; each system trained on the",
+        "corpus's train split with model selection on its full dev split, under the same wall-time cap",
+        f"({study.max_minutes:g} min, {study.threads} thread(s)); inference words/s measured while scoring",
+        "the test split.",
+        "",
+        "| corpus | system | P | R | F1 | train min | steps | ended by | words/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        ex, summary = r["row"]["exact"], r["summary"]
+        wps = r["row"].get("words_per_s")
+        ended = summary.details.get("ended_by", "")
+        lines.append(
+            f"| {r['corpus']} | {SYSTEM_NAMES[r['system']]} | {ex['p']:.1f} | {ex['r']:.1f} | **{ex['f']:.1f}** "
+            f"| {summary.wall_s / 60:.1f} | {summary.steps} | {ended} | {wps:,.0f} |"
+            if wps
+            else f"| {r['corpus']} | {SYSTEM_NAMES[r['system']]} | {ex['p']:.1f} | {ex['r']:.1f} | **{ex['f']:.1f}** "
+            f"| {summary.wall_s / 60:.1f} | {summary.steps} | {ended} | – |"
+        )
+    cpus = sorted({r["summary"].cpu for r in rows})
+    lines += ["", f"CPU: {', '.join(cpus) or 'unknown'}."]
+    return "\n".join(lines) + "\n"
+
+
+def render_curves(rows: list[dict[str, Any]], study: StudySettings, png: Path) -> None:
+    """Dev (and the student's test) F1 against training minutes, one panel per corpus."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corpora = [c for c in study.corpora if any(r["corpus"] == c for r in rows)]
+    if not corpora:
+        return
+    fig, axes = plt.subplots(1, len(corpora), figsize=(4.2 * len(corpora), 3.6), squeeze=False)
+    for ax, corpus in zip(axes[0], corpora, strict=True):
+        for r in (r for r in rows if r["corpus"] == corpus):
+            for key, style in (("dev_f", "-"), ("test_f", ":")):
+                pts = [(p["elapsed_s"] / 60, 100 * p[key]) for p in _curve(r) if p.get(key) is not None]
+                if pts:
+                    label = f"{SYSTEM_NAMES[r['system']]} ({key[:-2]})"
+                    ax.plot(*zip(*pts, strict=True), style, marker="o", markersize=2, label=label)
+        ax.set_title(corpus)
+        ax.set_xlabel("training minutes")
+        ax.set_ylabel("exact F1 (%)")
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def _curve(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Curve points of a run: the student's ``curves.json`` or a baseline's logged evaluations."""
+    summary: RunSummary = r["summary"]
+    if r["system"] == "kogner":
+        path = Path(r["row"]["pipeline"]).parent / "curves.json"
+        return json.loads(path.read_text(encoding="utf8")) if path.is_file() else []
+    return summary.details.get("curve", [])

@@ -53,7 +53,7 @@ _progress = _Progress()
 @registry.loggers("kogner.WallTimeLogger.v1")
 def wall_time_logger(max_minutes: float = 0.0, curve_path: str = "") -> Callable:
     """spaCy's console logger plus a learning curve and a wall-time stop (``max_minutes``, 0 = none)."""
-    console = registry.loggers.get("spacy.ConsoleLogger.v1")(progress_bar=False)
+    console = registry.get("loggers", "spacy.ConsoleLogger.v3")(progress_bar=None)
 
     def setup(nlp: Any, stdout: Any = sys.stdout, stderr: Any = sys.stderr) -> tuple[Callable, Callable]:
         log_step, finalize = console(nlp, stdout, stderr)

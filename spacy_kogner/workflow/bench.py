@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..pipeline import gliner_compat as compat
+from ..pipeline.component import AUTO_BATCH_SIZE
 from ..pipeline.precision import native_bf16
 from ..run_summary import cpu_model
 
@@ -83,7 +84,7 @@ def run_bench(
         rows[f"gliner.inference bs={bs} (length-sorted)"] = {"sent_per_s": n / secs, "peak_rss_mb": _rss_mb()}
         if raw_best is None or n / secs > raw_best[0]:
             raw_best = (n / secs, bs, raw)
-    bs_pipe = pipe.cfg["batch_size"]
+    bs_pipe = pipe.cfg["batch_size"] or AUTO_BATCH_SIZE.get(model.device.type, AUTO_BATCH_SIZE["cpu"])
     secs, docs = _timed(lambda: list(nlp.pipe(texts, batch_size=256)))
     rows[f"kogner nlp.pipe (window batch {bs_pipe})"] = {"sent_per_s": n / secs, "peak_rss_mb": _rss_mb()}
     secs, singles = _timed(lambda: [nlp(t) for t in texts])

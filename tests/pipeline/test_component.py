@@ -147,7 +147,7 @@ def test_multi_label_keeps_several_labels_per_span(make_nlp):
         ({"threshold": 1.5}, r"threshold must be in \[0, 1\], got 1.5"),
         ({"threshold": -0.1}, r"threshold must be in \[0, 1\], got -0.1"),
         ({"stride": 300, "max_window_tokens": 256}, r"stride \(300\) must not exceed max_window_tokens \(256\)"),
-        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"batch_size": -1}, r"batch_size must be a positive integer or 0 \(auto\), got -1"),
         ({"device": "tpu"}, "Unknown device 'tpu'"),
     ],
 )

@@ -110,7 +110,7 @@ def train_baseline(
     pipeline = list(cfg["nlp"]["pipeline"])
     summary = RunSummary(
         system="spacy-trf" if "transformer" in pipeline else "spacy-cnn",
-        steps=_progress.step or int(cfg["training"]["max_steps"]),
+        steps=_progress.step if _progress.curve else int(cfg["training"]["max_steps"]),
         seed=int(cfg["training"]["seed"]),
         wall_s=wall,
         best_dev_f=performance.get("ents_f"),

@@ -109,6 +109,7 @@ class TrainingSettings:
     focal_gamma: float
     loss_reduction: str
     eval_every: int
+    evals_per_epoch: float
     checkpoint_every: int
     eval_threshold: float
     eval_batch_size: int
@@ -127,6 +128,7 @@ class TrainingSettings:
         require(self.steps >= 1 and self.batch_size >= 1, "training.steps and training.batch_size must be >= 1")
         require(self.scheduler in SCHEDULERS, f"training.scheduler must be one of {SCHEDULERS}")
         require(self.eval_every >= 1 and self.checkpoint_every >= 1, "eval_every and checkpoint_every must be >= 1")
+        require(self.evals_per_epoch >= 0, "training.evals_per_epoch must be >= 0")
         require(self.epochs >= 0 and self.max_minutes >= 0 and self.patience >= 0, "epochs, max_minutes, patience >= 0")
         require(self.precision in PRECISIONS, f"training.precision must be one of {PRECISIONS}")
         require(all(0 < x < 1 for x in self.tune_threshold), "training.tune_threshold values must be in (0, 1)")
@@ -192,6 +194,10 @@ class Distiller:
             raise ConfigError(f"Training corpus {paths.train} has no sentences")
         self.plan = BatchPlan([len(r.tokens) for r in self.train], t.batch_size, t.seed, t.bucket)
         self.steps = self._total_steps()
+        # evaluate (and checkpoint at each evaluation) a fixed number of times per epoch when set,
+        # so one profile fits corpora of every size
+        self.eval_every = max(1, round(self.plan.per_epoch / t.evals_per_epoch)) if t.evals_per_epoch else t.eval_every
+        self.checkpoint_every = min(t.checkpoint_every, self.eval_every) if t.evals_per_epoch else t.checkpoint_every
         m = self.config.model
         self.student = SpanModel.from_source(
             paths.init_model, max_width=m.max_width, max_len=m.max_len, hidden_size=m.hidden_size, dropout=m.dropout
@@ -436,7 +442,7 @@ class Distiller:
                     "step_s": time.perf_counter() - t_step, "elapsed_s": elapsed,
                 }  # fmt: skip
                 out_of_time = elapsed >= budget_s
-                if self.dev and (done % self.t.eval_every == 0 or done == steps or out_of_time):
+                if self.dev and (done % self.eval_every == 0 or done == steps or out_of_time):
                     entry.update(self._eval_entry())
                     if entry["dev_f"] > best:
                         best, best_step, stale = entry["dev_f"], done, 0
@@ -447,7 +453,7 @@ class Distiller:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
                 patience_out = bool(self.t.patience) and stale >= self.t.patience
-                if done % self.t.checkpoint_every == 0 or done == stop or out_of_time or patience_out:
+                if done % self.checkpoint_every == 0 or done == stop or out_of_time or patience_out:
                     self.save_checkpoint(done, best, best_step, elapsed_before + time.time() - t0, stale)
                 if out_of_time or patience_out:
                     ended = "max_minutes" if out_of_time else "patience"

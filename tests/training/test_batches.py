@@ -39,3 +39,23 @@ def test_a_training_file_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes(json.dumps(records()).encode("utf-16"))
     with pytest.raises(CorpusFormatError, match=rf"^{path}:1: not valid UTF-8 \(byte 0xff at offset 0"):
         read_records(path)
+
+
+def test_length_buckets_cover_each_epoch_once_with_similar_lengths():
+    import numpy as np
+
+    from spacy_kogner.training.batches import BatchPlan
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 120, size=1000).tolist()
+    plan = BatchPlan(lengths, batch_size=16, seed=7, bucket=10)
+    epoch = [plan(step) for step in range(plan.per_epoch)]
+    flat = [i for batch in epoch for i in batch]
+    assert len(flat) == len(set(flat)) == plan.per_epoch * 16  # every record at most once an epoch
+    assert all(len(b) == 16 for b in epoch)
+    spread = np.mean([np.ptp([lengths[i] for i in b]) for b in epoch])
+    shuffled = BatchPlan(lengths, batch_size=16, seed=7, bucket=0)
+    plain = np.mean([np.ptp([lengths[i] for i in shuffled(s)]) for s in range(plan.per_epoch)])
+    assert spread < plain / 3  # batches of similar lengths: little padding
+    assert plan(5) == BatchPlan(lengths, batch_size=16, seed=7, bucket=10)(5)  # a pure function of (seed, step)
+    assert plan(plan.per_epoch) != plan(0)  # the next epoch is shuffled anew

@@ -49,6 +49,13 @@ def overrides(tmp: Path, **extra) -> dict:
         "training.eval_every": 3,
         "training.checkpoint_every": 2,
         "training.warmup_ratio": 0.0,
+        # the base config trains to convergence; these runs are a few fixed steps
+        "training.epochs": 0,
+        "training.evals_per_epoch": 0,
+        "training.patience": 0,
+        "training.bucket": 0,
+        "training.precision": "fp32",
+        "training.tune_threshold": [],
     }
     base.update(extra)
     return base
@@ -242,3 +249,57 @@ def test_rerun_with_changed_config_or_data_trains_again(tmp_path, capfd):
     capfd.readouterr()
     distill(CFG, out, {**overrides(tmp_path, **{"training.lr_others": 0.002}), "paths.train": str(train)})
     assert "starting a new run" in capfd.readouterr().err
+
+
+def test_one_pass_threshold_sweep_equals_separate_pipeline_runs(tmp_path):
+    """evaluate() scores several thresholds from one pass; each must equal the pipe run at it."""
+    from spacy.tokens import Doc
+
+    from spacy_kogner.evaluation.metrics import exact_scores
+
+    trainer = Distiller(load_config(CFG, overrides(tmp_path)), tmp_path / "o")
+    for step in range(3):
+        trainer.step(step)
+    grid = [0.3, 0.45, 0.5, 0.6]
+    swept = trainer.evaluate(trainer.dev, grid)
+    for t in grid:
+        nlp = trainer.pipeline(sorted({lbl for r in trainer.dev for lbl in r.labels}), threshold=t)
+        docs = list(nlp.pipe([Doc(nlp.vocab, words=r.tokens) for r in trainer.dev]))
+        gold = [(i, s, e + 1, lbl) for i, r in enumerate(trainer.dev) for s, e, lbl in r.ner]
+        pred = [(i, e.start, e.end, e.label_) for i, d in enumerate(docs) for e in d.ents]
+        total = exact_scores(gold, pred).total.as_dict()
+        assert swept[t]["f"] == pytest.approx(total["f"] / 100, abs=1e-9), t
+
+
+def test_budgets_early_stopping_curves_and_tuned_threshold(tmp_path):
+    import spacy
+
+    out = tmp_path / "run"
+    extra = {
+        "training.epochs": 3,  # 8 sentences / batch 3 = 2 steps an epoch -> 6 scheduled steps
+        "training.evals_per_epoch": 1,
+        "training.patience": 1,
+        "training.tune_threshold": [0.3, 0.4, 0.6],
+        "paths.test": str(write_corpus(tmp_path / "test.json", link=False)),
+        "training.bucket": 2,
+    }
+    summary = distill(CFG, out, overrides(tmp_path, **extra))
+    assert summary["details"]["scheduled_steps"] == 6
+    assert summary["details"]["ended_by"] in ("schedule", "patience")
+    curve = json.loads((out / "curves.json").read_text())
+    assert [p["step"] for p in curve] == list(range(2, summary["steps"] + 1, 2))
+    assert all(p["test_f"] is not None and p["dev_f"] is not None for p in curve)
+    tuned = summary["details"]["threshold"]
+    assert str(tuned) in summary["details"]["dev_f_by_threshold"] and tuned in (0.3, 0.4, 0.5, 0.6)
+    best = spacy.load(out / "model-best")
+    assert best.get_pipe("kogner").cfg["threshold"] == tuned
+    assert best.config["components"]["kogner"]["threshold"] == tuned
+    assert (out / "curves.png").is_file()
+
+
+def test_wall_time_budget_stops_training_at_an_evaluation(tmp_path):
+    summary = distill(CFG, tmp_path / "run", overrides(tmp_path, **{"training.max_minutes": 1e-6}))
+    assert summary["steps"] == 1 and summary["details"]["ended_by"] == "max_minutes"
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and "dev_f" in log[0]  # the budget ends training at an evaluation
+    assert (tmp_path / "run" / "model-best").is_dir()

@@ -58,16 +58,29 @@ class StudyPaths:
     training: str
     results: str
     labels: str
+    teacher: str = ""
 
 
 def _corpus_folder(name: str, paths: StudyPaths) -> Path:
-    """The training-ready folder (train/dev/test .json + .spacy) of one corpus, built once."""
+    """The training-ready folder (train/dev/test .json + .spacy) of one corpus, built once; its
+    spans are linked to the teacher's KG nodes when the study distils a teacher."""
     from ..data.corpus import build_corpus, read_splits
 
     folder = Path(paths.corpora) / name
     if not (folder / "stats.json").is_file():
-        build_corpus(read_splits([name], paths.sources), folder, linker=None)
+        build_corpus(read_splits([name], paths.sources), folder, linker=_linker(paths) if paths.teacher else None)
     return folder
+
+
+def _linker(paths: StudyPaths) -> Any:
+    """The span → KG linker over the teacher's KG (``configs/linking.cfg`` rules)."""
+    from ..data.labels import load_label_table
+    from ..data.linking import Linker, LinkingSettings
+    from ..kg.graph import load_kg
+
+    cfg = load_config("configs/linking.cfg")
+    kg = load_kg(json.loads((Path(paths.teacher) / "meta.json").read_text(encoding="utf8"))["config"]["kg"])
+    return Linker.from_kg(kg, load_label_table(paths.labels), LinkingSettings.from_section(cfg["linking"]))
 
 
 def _train(corpus: str, system: str, study: StudySettings, paths: StudyPaths, profile: str | None) -> Path:
@@ -84,6 +97,9 @@ def _train(corpus: str, system: str, study: StudySettings, paths: StudyPaths, pr
             "paths.dev": str(folder / "dev.json"),
             "paths.test": str(folder / "test.json"),
             "paths.labels": paths.labels,
+            # without a teacher the student is trained with b = 0 (the KG term needs H)
+            "paths.teacher": paths.teacher,
+            **({} if paths.teacher else {"training.b": 0.0}),
             "training.max_minutes": study.max_minutes,
             "training.num_threads": study.threads,
         }

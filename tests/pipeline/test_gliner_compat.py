@@ -5,6 +5,8 @@ If a GLiNER release changes any of it, these tests fail before users see wrong n
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -94,3 +96,11 @@ def test_save_writes_safetensors_and_reloads_equal(span_model, tmp_path):
 
 def test_split_words_is_gliner_splitter():
     assert compat.split_words("IL-2-induced fever (high).") == ["IL-2-induced", "fever", "(", "high", ")", "."]
+
+
+def test_a_saved_model_holds_no_build_machine_path(span_model, tmp_path):
+    span_model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "gliner_config.json").read_text())
+    assert config["model_name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "/work/" not in (tmp_path / "m" / "gliner_config.json").read_text()
+    assert SpanModel.load(tmp_path / "m").max_width == span_model.max_width

@@ -87,12 +87,29 @@ def save_model(model: Any, folder: str | Path) -> None:
     encoder's own name (its ``_name_or_path`` basename, or the hub id it came from): a packaged
     pipeline holds no build-machine path that another machine could shadow."""
     model.save_pretrained(str(folder), safe_serialization=True)
-    config_file = Path(folder) / GLINER_CONFIG
-    config = json.loads(config_file.read_text(encoding="utf8"))
-    name = str(config.get("model_name") or "")
-    if name and Path(name).is_absolute():
-        config["model_name"] = portable_encoder_name(name)
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf8")
+    for name in (GLINER_CONFIG, "tokenizer_config.json"):
+        path = Path(folder) / name
+        if path.is_file():
+            config = json.loads(path.read_text(encoding="utf8"))
+            path.write_text(json.dumps(_portable(config), indent=2, sort_keys=True), encoding="utf8")
+
+
+_PATH_KEYS = ("model_name", "_name_or_path", "name_or_path")
+
+
+def _portable(node: Any) -> Any:
+    """The config with every absolute encoder path under a ``*name_or_path``/``model_name`` key
+    replaced by ``portable_encoder_name``."""
+    if isinstance(node, dict):
+        return {
+            k: portable_encoder_name(v)
+            if k in _PATH_KEYS and isinstance(v, str) and Path(v).is_absolute()
+            else _portable(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_portable(v) for v in node]
+    return node
 
 
 def portable_encoder_name(path: str) -> str:

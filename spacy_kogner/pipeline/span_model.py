@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,26 @@ def _code_files(folder: Path) -> dict[str, bytes]:
     """The Python modules a trusted model folder carries, kept so that ``save`` writes them again
     (GLiNER's own save writes weights, config and tokenizer only)."""
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and CODE_FILE_RE.match(p.name)}
+
+
+@contextmanager
+def _beside_its_code(folder: Path, config: dict[str, Any]) -> Iterator[Path]:
+    """A trusted folder that carries its own modules, staged so that transformers finds them.
+
+    transformers imports an ``auto_map`` module from the encoder's ``_name_or_path``; a saved
+    folder names its encoder portably (``save`` writes no machine path), so the module would be
+    looked for on the hub. The stage links every file and points ``_name_or_path`` at itself;
+    nothing in the user's folder is rewritten."""
+    with tempfile.TemporaryDirectory(prefix="kogner-trusted-") as tmp:
+        stage = Path(tmp)
+        for item in folder.iterdir():
+            if item.name != compat.GLINER_CONFIG:
+                (stage / item.name).symlink_to(item.resolve())
+        staged = json.loads(json.dumps(config))
+        if isinstance(staged.get("encoder_config"), dict):
+            staged["encoder_config"]["_name_or_path"] = str(stage)
+        (stage / compat.GLINER_CONFIG).write_text(json.dumps(staged), encoding="utf8")
+        yield stage
 
 
 def _local_snapshot(source: str) -> Path | None:
@@ -179,13 +202,17 @@ class SpanModel:
             raise ModelLoadError(f"Model folder {local}: {compat.GLINER_CONFIG} is not valid JSON ({err}).") from err
         _check_config_values(config, config_file)
         _refuse_remote_code(local, trust_remote_code)
+        code_files = _code_files(local) if trust_remote_code else {}
         try:
-            model = compat.load_model(local, local_files_only=True)
+            if code_files:
+                with _beside_its_code(local, config) as staged:
+                    model = compat.load_model(staged, local_files_only=True)
+            else:
+                model = compat.load_model(local, local_files_only=True)
         except Exception as err:  # noqa: BLE001 - torch/safetensors raise many types on corrupt files
             raise ModelLoadError(f"Cannot load GLiNER model from {local}: {type(err).__name__}: {err}") from err
         loaded = cls(model)
-        if trust_remote_code:
-            loaded.code_files = _code_files(local)
+        loaded.code_files = code_files
         return loaded
 
     def save(self, path: str | Path) -> None:

@@ -39,8 +39,8 @@ def annotate_cmd(
     """Annotate INPUT with MODEL into Parquet shards of entities in OUTPUT_DIR (resumable)."""
     from ..workflow.annotate import AnnotateError, AnnotateSettings, EngineOptions, annotate_corpus
 
-    if gpus_per_actor and not device:
-        device = "cuda"
+    if engine == "ray" and gpus_per_actor and not device:
+        device = "cuda"  # an actor given a GPU should use it
     settings = AnnotateSettings(
         format=format,
         shard_size=shard_size,

@@ -293,7 +293,7 @@ def test_every_input_format_reads_the_same_documents(tmp_path):
     assert len(read(renamed)) == 7  # read as plain text it is seven lines, the blank one included
 
 
-def test_bad_documents_are_counted_per_shard_and_listed_not_fatal(pipeline_dir, tmp_path):
+def test_bad_documents_are_counted_per_shard_and_listed_not_fatal(pipeline_dir, abstracts, tmp_path):
     import pyarrow.parquet as pq
 
     good = "Ataxia telangiectasia is a recessive multi system disorder caused by mutations in the ATM gene."
@@ -348,10 +348,16 @@ def test_bad_documents_are_counted_per_shard_and_listed_not_fatal(pipeline_dir, 
     ok1 = [(r["start"], r["end"], r["label"]) for r in rows if r["doc_id"] == "ok1"]
     assert ok1 == [(r["start"], r["end"], r["label"]) for r in rows if r["doc_id"] == "ok2"]  # same text, same entities
 
-    text = tmp_path / "bad.txt"  # plain text: an empty line and a non-UTF-8 line
-    text.write_bytes(good.encode() + b"\n\n\xff\xfe\n" + good.encode() + b"\n")
-    manifest = _annotate(pipeline_dir, text, tmp_path / "out-text")
+    # Plain text: an empty line and a non-UTF-8 line are bad; a huge line (20 abstracts, about nine
+    # windows of the pipe) is annotated to its end, not skipped.
+    huge = " ".join(abstracts[:20])
+    text = tmp_path / "bad.txt"
+    text.write_bytes(good.encode() + b"\n\n\xff\xfe\n" + huge.encode() + b"\n")
+    out = tmp_path / "out-text"
+    manifest = _annotate(pipeline_dir, text, out)
     assert manifest["totals"]["docs"] == 4 and manifest["shards"]["0"]["bad_reasons"] == {"empty": 1, "undecodable": 1}
+    starts = [r["start"] for r in pq.read_table(out / "entities-000000.parquet").to_pylist() if r["doc_id"] == "4"]
+    assert len(huge) > 10_000 and starts and max(starts) > len(" ".join(abstracts[:16]))
 
 
 def test_refuses_to_resume_into_a_folder_of_another_run(pipeline_dir, tmp_path):

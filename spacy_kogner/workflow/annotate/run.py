@@ -126,14 +126,17 @@ def annotate_corpus(
             return manifest
         if store.done:
             say(f"{out_dir}: resuming, {len(store.done)} shards ({manifest['totals']['docs']} documents) done")
-        return _run(store, folder, input_path, settings, options, source.get("records"), progress, say)
+        # Workers resolve MODEL themselves: a folder by its absolute path (the same on one machine or
+        # shared storage), a package by its name (installed on every node of a cluster).
+        ref = str(Path(model).resolve()) if Path(model).exists() else model
+        return _run(store, ref, input_path, settings, options, source.get("records"), progress, say)
     finally:
         store.close()
 
 
 def _run(
     store: ShardStore,
-    folder: Path,
+    model: str,
     input_path: str | Path,
     settings: AnnotateSettings,
     options: EngineOptions,
@@ -143,7 +146,7 @@ def _run(
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
-    spec = PipelineSpec(str(folder), threads=settings.threads, device=settings.device, max_chars=settings.max_chars)
+    spec = PipelineSpec(model, threads=settings.threads, device=settings.device, max_chars=settings.max_chars)
     done = store.done
     first_todo = next(i for i in itertools.count() if i not in done)
     start = first_todo * settings.shard_size

@@ -183,6 +183,6 @@ def test_python_m_help_lists_every_command_group(python_exe):
     proc = subprocess.run([python_exe, "-m", "spacy_kogner", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     commands = ["init-model", "bench", "distill", "train-baseline", "teacher", "kg-info", "convert"]
-    commands += ["build-corpus", "silver", "evaluate", "report", "fetch-assets", "slice-data", "package"]
+    commands += ["build-corpus", "silver", "evaluate", "report", "fetch-assets", "slice-data", "package", "annotate"]
     for command in commands:
         assert command in proc.stdout, command

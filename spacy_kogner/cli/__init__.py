@@ -3,7 +3,7 @@
 May import every other folder of the package (lazily, inside commands, so ``--help`` is fast).
 """
 
-from . import data, evaluation, pipeline, teacher, training, workflow  # noqa: F401  (register commands)
+from . import annotate, data, evaluation, pipeline, teacher, training, workflow  # noqa: F401  (register commands)
 from .app import app
 
 __all__ = ["app"]

@@ -1,5 +1,5 @@
-"""Workflow helpers behind ``project.yml``: assets from a mirror, profile slices, packaging and
-the inference benchmark.
+"""Workflow helpers behind ``project.yml``: assets from a mirror, profile slices, packaging, the
+inference benchmark, and corpus-scale annotation (``annotate/``).
 
 May import every other folder except ``cli``.
 """

@@ -212,6 +212,10 @@ def render_markdown(table: dict[str, Any], rows: list[dict[str, Any]], study: St
         )
     cpus = sorted({r["summary"].cpu for r in rows})
     lines += ["", f"CPU: {', '.join(cpus) or 'unknown'}."]
+    done = {(r["corpus"], r["system"]) for r in rows}
+    missing = [f"{c} / {SYSTEM_NAMES[s]}" for c in study.corpora for s in study.systems if (c, s) not in done]
+    if missing:  # a table never hides the runs it lacks
+        lines += ["", f"Not run (no finished run summary and test score): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
 
 

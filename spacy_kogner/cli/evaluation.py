@@ -38,6 +38,7 @@ def evaluate_cmd(
     ),
     tag: list[str] = typer.Option([], help="KEY=VALUE added to the row (system, protocol, train, ...)"),
     quantize: bool = typer.Option(False, "--quantize", help="Run the kogner pipe in int8 (CPU)"),
+    precision: str = typer.Option("", help="Run the kogner pipe in fp32, bf16 or auto (default: as saved)"),
 ) -> None:
     """Exact-span and relaxed micro P/R/F1 of PIPELINE on CORPUS, overall and per label."""
     from ..evaluation.harness import evaluate_pipeline
@@ -53,6 +54,7 @@ def evaluate_cmd(
         tags=_parse_tags(tag),
         train_metrics=train_metrics,
         quantize=quantize,
+        precision=precision,
     )
     ex, rx = row["exact"], row["relaxed"]
     typer.echo(

@@ -174,16 +174,23 @@ def evaluate_pipeline(
     tags: dict[str, Any] | None = None,
     train_metrics: Path | None = None,
     quantize: bool = False,
+    precision: str = "",
 ) -> dict[str, Any]:
     """Score one pipeline on one corpus; returns the JSON-ready result row.
 
-    ``quantize`` loads the ``kogner`` pipe with int8 on, to measure what the opt-in costs in F1."""
+    ``quantize`` loads the ``kogner`` pipe with int8 on, ``precision`` ("fp32", "bf16", "auto";
+    "" = as saved) with that inference precision: to measure what each opt-in costs in F1."""
     import spacy
 
     cfg = read_section(EvaluateSettings, load_config(config)["evaluate"], "evaluate")
     table = load_label_table(labels_table or cfg.labels_table)
-    nlp = spacy.load(pipeline, config={"components.kogner.quantize": True} if quantize else {})
+    overrides: dict[str, Any] = {"components.kogner.quantize": True} if quantize else {}
+    if precision:
+        overrides["components.kogner.precision"] = precision
+    nlp = spacy.load(pipeline, config=overrides)
     row: dict[str, Any] = {"pipeline": str(pipeline), "quantize": quantize}
+    if precision:
+        row["precision"] = precision
     row.update(
         evaluate_nlp(
             nlp,

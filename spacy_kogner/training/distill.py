@@ -37,7 +37,7 @@ from ..pipeline.span_model import SpanModel
 from ..repro import peak_rss_mb, seed_everything
 from ..run_summary import RunSummary
 from . import checkpoint
-from .batches import BatchPlan, Record, read_records
+from .batches import BatchPlan, Prefetcher, Record, read_records
 from .heads import DIST_LOSSES, DistillHeads, dist_loss
 
 SECTIONS = ("paths", "model", "heads", "training")
@@ -119,6 +119,7 @@ class TrainingSettings:
     device: str
     stop_after: int
     num_threads: int
+    prefetch: str
 
     def __post_init__(self) -> None:
         require(self.a >= 0 and self.b >= 0, f"training.a and training.b must be >= 0 (got a={self.a}, b={self.b})")
@@ -131,6 +132,7 @@ class TrainingSettings:
         require(self.evals_per_epoch >= 0, "training.evals_per_epoch must be >= 0")
         require(self.epochs >= 0 and self.max_minutes >= 0 and self.patience >= 0, "epochs, max_minutes, patience >= 0")
         require(self.precision in PRECISIONS, f"training.precision must be one of {PRECISIONS}")
+        require(self.prefetch in PREFETCH, f"training.prefetch must be one of {PREFETCH}, got {self.prefetch!r}")
         require(all(0 < x < 1 for x in self.tune_threshold), "training.tune_threshold values must be in (0, 1)")
 
 
@@ -211,6 +213,7 @@ class Distiller:
         self.heads = DistillHeads(self.student.hidden_size, teacher_dim, h.hidden, h.shared, h.dropout, frozen)
         self.heads.to(self.device)
         self.collator = training_collator(self.student.gliner)
+        self.batches = Prefetcher(self._batch, self.steps, _prefetch_on(t.prefetch, self.device))
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
         self.linked_share = self._linked_share()
@@ -261,17 +264,23 @@ class Distiller:
 
     # ------------------------------------------------------------------------ one step
     def _batch(self, step: int) -> tuple[dict[str, Any], list[Record]]:
+        """Step ``step``'s collated batch: a pure function of (seed, step), so that it can be built
+        ahead in another thread and a resumed run sees the same batches."""
         records = [self.train[i] for i in self.plan(step)]
+        rng = random.Random(f"{self.t.seed}:{step}")  # label-prompt order of this step's sentences
         items = []
         for r in records:
             prompts = [label_prompt(lbl, self.label_table) for lbl in r.labels]
-            random.shuffle(prompts)
+            rng.shuffle(prompts)
             items.append({
                 "tokenized_text": self.student.model_words(r.tokens),
                 "ner": [[s, e, label_prompt(lbl, self.label_table)] for s, e, lbl in r.ner],
                 "ner_labels": prompts,
             })  # fmt: skip
-        return self.collator(items), records
+        batch = self.collator(items)
+        if self.device.type == "cuda":  # page-locked: the copy to the device runs asynchronously
+            batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return batch, records
 
     def _linked(self, records: list[Record], n_words: int) -> tuple[list[tuple[int, int, int]], list[int]]:
         """(batch row, start, width index) and H row of every linked span that the model scored."""
@@ -290,8 +299,8 @@ class Distiller:
         """One optimisation step; returns every loss part for the log."""
         self.student.train()
         self.heads.train()
-        batch, records = self._batch(step)
-        inputs = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        batch, records = self.batches.get(step)
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         where, rows = self._linked(records, inputs["span_idx"].size(1) // self.student.max_width)
         distil = self.t.b > 0 and bool(where)
         index = tuple(torch.tensor(x, device=self.device) for x in zip(*where, strict=True)) if distil else None
@@ -443,6 +452,7 @@ class Distiller:
                 }  # fmt: skip
                 out_of_time = elapsed >= budget_s
                 if self.dev and (done % self.eval_every == 0 or done == steps or out_of_time):
+                    self.batches.wait()
                     entry.update(self._eval_entry())
                     if entry["dev_f"] > best:
                         best, best_step, stale = entry["dev_f"], done, 0
@@ -458,6 +468,7 @@ class Distiller:
                 if out_of_time or patience_out:
                     ended = "max_minutes" if out_of_time else "patience"
                     break
+        self.batches.close()
         if done < steps and ended == "schedule":
             return {"stopped_at": stop}
         self.pipeline().to_disk(self.out / "model-last")
@@ -514,6 +525,15 @@ class Distiller:
             "dev_f": scores[threshold]["f"],
             "by_threshold": {str(t): round(v["f"], 4) for t, v in scores.items()},
         }
+
+
+PREFETCH = ("auto", "on", "off")
+
+
+def _prefetch_on(setting: str, device: torch.device) -> bool:
+    """``auto``: build batches ahead only where the model runs on a GPU; on a CPU the collating
+    thread would take cores from the step it is meant to overlap."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def _truncate_log(log_path: Path, step: int) -> None:

@@ -149,3 +149,16 @@ def test_report_summarises_seeds_with_their_spread(tmp_path: Path) -> None:
     assert "## Over seeds" in md
     assert "| b0 | in-domain | NCBI-disease | NCBI-disease | 1,2 | 71.0 | 70.0–72.0 | 3.0 | 0.250 |" in md
     assert "| mse | in-domain | NCBI-disease | NCBI-disease | 1 | 71.0 | 71.0–71.0 | 2.0 | 0.250 |" in md
+
+
+def test_evaluate_pipeline_runs_the_kogner_pipe_at_the_precision_asked(tmp_path: Path, make_nlp) -> None:
+    from spacy_kogner.evaluation.harness import evaluate_pipeline
+
+    make_nlp(labels=["Disease", "Chemical"]).to_disk(tmp_path / "pipe")
+    corpus = tmp_path / "toy" / "test.tsv"
+    corpus.parent.mkdir()
+    corpus.write_text("Tamoxifen\tB-Chemical\nhelps\tO\n.\tO\n", encoding="utf8")
+    row = evaluate_pipeline(tmp_path / "pipe", corpus, precision="bf16")
+    assert row["precision"] == "bf16" and row["n_sentences"] == 1
+    with pytest.raises(Exception, match="precision"):  # the override reaches the component
+        evaluate_pipeline(tmp_path / "pipe", corpus, precision="fp16")

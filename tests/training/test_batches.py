@@ -59,3 +59,28 @@ def test_length_buckets_cover_each_epoch_once_with_similar_lengths():
     assert spread < plain / 3  # batches of similar lengths: little padding
     assert plan(5) == BatchPlan(lengths, batch_size=16, seed=7, bucket=10)(5)  # a pure function of (seed, step)
     assert plan(plan.per_epoch) != plan(0)  # the next epoch is shuffled anew
+
+
+def test_prefetcher_builds_the_next_batch_in_the_background_and_in_order():
+    import threading
+
+    from spacy_kogner.training.batches import Prefetcher
+
+    built: list[int] = []
+
+    def make(step: int) -> tuple[int, str]:
+        built.append(step)
+        return step, threading.current_thread().name
+
+    ahead = Prefetcher(make, stop=4, enabled=True)
+    assert ahead.get(0) == (0, "MainThread")  # nothing built ahead yet
+    ahead.wait()
+    assert built == [0, 1]  # step 1 was built while step 0 "ran"
+    step, thread = ahead.get(1)
+    assert step == 1 and thread.startswith("kogner-batches")
+    assert ahead.get(3)[0] == 3  # a jump (a resumed run) builds in line
+    ahead.wait()
+    assert built[-1] == 3  # and nothing past the end of the schedule
+    ahead.close()
+    inline = Prefetcher(make, stop=4, enabled=False)
+    assert [inline.get(s) for s in range(2)] == [(0, "MainThread"), (1, "MainThread")]

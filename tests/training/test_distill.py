@@ -303,3 +303,24 @@ def test_wall_time_budget_stops_training_at_an_evaluation(tmp_path):
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and "dev_f" in log[0]  # the budget ends training at an evaluation
     assert (tmp_path / "run" / "model-best").is_dir()
+
+
+def test_prefetching_batches_changes_no_result(tmp_path):
+    """Batches built ahead in a background thread (the GPU setting) give the same run as batches
+    built in line: the same losses step by step and the same weights."""
+    runs = {}
+    for mode in ("off", "on"):
+        out = tmp_path / mode
+        distill(CFG, out, overrides(tmp_path, **{"training.prefetch": mode}))
+        runs[mode] = (
+            [json.loads(x)["loss"] for x in (out / "log.jsonl").read_text().splitlines()],
+            torch.load(out / "checkpoint.pt", weights_only=False)["student"],
+        )
+    assert runs["on"][0] == runs["off"][0]
+    for key, value in runs["off"][1].items():
+        assert torch.equal(value, runs["on"][1][key]), key
+
+
+def test_an_unknown_prefetch_mode_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="training.prefetch must be one of"):
+        distill(CFG, tmp_path / "run", overrides(tmp_path, **{"training.prefetch": "yes"}))

@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--threads-row", action="store_true", help="also time local --threads 2 (speed only)")
     parser.add_argument("--kill-at", type=float, default=0.5, help="share of documents done when Ray is killed")
     parser.add_argument("--pubmed-docs", type=float, default=36e6)
+    parser.add_argument("--note", default="", help="what else ran on the machine (loadavg is recorded per run)")
     parser.add_argument("--gpu-sent-per-s", type=str, default="1300,2000", help="assumed H100 pipe speed range")
     args = parser.parse_args()
 
@@ -239,7 +240,7 @@ def main() -> None:
             "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
-            "note": "shared with a training job; see loadavg before/after each run",
+            "note": args.note,
         },
         "sample": info,
         "threshold": threshold,

@@ -81,11 +81,14 @@ def indomain_study_cmd(
     config: Path = typer.Argument(Path("configs/indomain.cfg"), help="Study config"),
     profile: str = PROFILE_OPTION,
     only: str = typer.Option("", help="Train and score one CORPUS[:SYSTEM] pair only (no summary)"),
+    summary_only: bool = typer.Option(
+        False, "--summary-only", help="Write the summary from the finished runs; train nothing"
+    ),
 ) -> None:
     """Per corpus: KoGNER student vs spaCy CNN ner vs spaCy trf+ner, same data and cap, full test split."""
     from ..workflow.indomain import run_study
 
-    table = run_study(config, overrides_of(ctx), profile or None, only)
+    table = run_study(config, overrides_of(ctx), profile or None, only, summary_only=summary_only)
     for corpus, entry in table.items():
         scores = ", ".join(f"{s} {entry[s]:.1f}" for s in ("kogner", "spacy_cnn", "spacy_trf") if s in entry)
         typer.echo(f"{corpus}: {scores}")

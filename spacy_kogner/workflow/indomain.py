@@ -140,11 +140,15 @@ def _evaluate(corpus: str, system: str, run: Path, study: StudySettings, paths: 
 
 
 def run_study(config: str | Path, overrides: dict[str, Any] | None = None, profile: str | None = None,
-              only: str = "") -> dict[str, Any]:  # fmt: skip
-    """Train and score every (corpus, system) pair of the study, then write the summary files."""
+              only: str = "", summary_only: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train and score every (corpus, system) pair of the study, then write the summary files
+    (``summary_only``: only the summary, from the runs that finished; the table names the rest)."""
     cfg = load_config(config, overrides, profile)
     study = read_section(StudySettings, cfg["study"], "study")
     paths = read_section(StudyPaths, cfg["paths"], "paths")
+    require(not (only and summary_only), "--only and --summary-only exclude each other")
+    if summary_only:
+        return write_summary(study, paths)
     pairs = [(c, s) for c in study.corpora for s in study.systems]
     if only:
         corpus, _, system = only.partition(":")

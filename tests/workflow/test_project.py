@@ -146,6 +146,18 @@ def test_smoke_profile_runs_the_whole_workflow(tmp_path: Path) -> None:
     assert set(table) == {"NCBI-disease"} and {"kogner", "spacy_cnn", "spacy_trf"} <= set(table["NCBI-disease"])
     assert set(table["NCBI-disease"]["train_minutes"]) == {"kogner", "spacy_cnn", "spacy_trf"}
     assert (project / f"results/{PROFILE}/indomain.md").is_file()
+    # --summary-only trains nothing and the table names the run it lacks
+    (project / f"results/{PROFILE}/indomain/NCBI-disease__spacy_trf.json").unlink()
+    summary = subprocess.run(
+        [sys.executable, "-m", "spacy_kogner", "indomain-study", "configs/indomain.cfg", "--profile", PROFILE,
+         "--summary-only", "--paths.training", f"training/{PROFILE}/indomain", "--paths.results", f"results/{PROFILE}",
+         "--paths.corpora", f"corpus/{PROFILE}/indomain", "--paths.sources", f"corpus/{PROFILE}/sources/ner"],
+        cwd=project, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert "spacy_trf" not in json.loads((project / f"results/{PROFILE}/indomain.json").read_text())["NCBI-disease"]
+    md = (project / f"results/{PROFILE}/indomain.md").read_text(encoding="utf8")
+    assert "Not run (no finished run summary and test score): NCBI-disease / " in md
 
     report = json.loads((project / f"packages/{PROFILE}/package.json").read_text(encoding="utf8"))
     assert report["wheel"].endswith(".whl")

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,6 +220,9 @@ def main() -> None:
 
     print(f"[{time.strftime('%H:%M:%S')}] ray killed at {args.kill_at:.0%} and resumed ...", flush=True)
     out = work / "out-ray-killed"
+    # a folder left by an earlier invocation holds a finished manifest: the kill below would fire
+    # at once on it, before this run had rewritten anything
+    shutil.rmtree(out, ignore_errors=True)
     ray_extra = common + plan[2][1]
     first = annotate(pipeline, sample, out, ray_extra, env, kill_at=args.kill_at)
     done_at_kill = first["manifest"]["totals"]["docs"]

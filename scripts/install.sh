@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
-.venv/bin/python -m pip install --quiet -e ".[backbone,train,kg,ray,annotate,test]"
+.venv/bin/python -m pip install --quiet -e ".[backbone,train,kg,ann,ray,annotate,test]"

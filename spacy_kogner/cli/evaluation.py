@@ -96,3 +96,23 @@ def evaluate_suite_cmd(
 
     paths = evaluate_suite(config, out_dir, profile, overrides_of(ctx), suite)
     typer.echo(f"Wrote {len(paths)} evaluation files to {out_dir}")
+
+
+@app.command("evaluate-linking")
+def evaluate_linking_cmd(
+    pipeline: Path = typer.Argument(..., help="A pipeline with kogner and kogner_linker pipes"),
+    corpora: str = typer.Argument("NCBI-disease,BC5CDR", help="Comma-separated corpus names or folders"),
+    out: Path = typer.Option(Path("results/linking"), help="Writes OUT.json, OUT.md and OUT_dense_sample.tsv"),
+    split: str = typer.Option("test", help="Split whose gold mentions are linked"),
+    mirror: str = typer.Option("../shared/data/ner", help="Where corpus names are looked up"),
+    linking: str = typer.Option("configs/linking.cfg", help="The reference dictionary linker's config"),
+    labels: str = typer.Option("configs/labels.cfg", help="Label table"),
+    sample: int = typer.Option(150, help="Dense-only links written for a hand check"),
+    note: str = typer.Option("", help="A line for the .md (machine, settings)"),
+) -> None:
+    """Accuracy@1, recall@5, NIL precision and mentions/s of dictionary, dense, both and TF-IDF linking."""
+    from ..workflow.linking_eval import evaluate_linking, write_linking
+
+    table, picked = evaluate_linking(pipeline, corpora.split(","), split, mirror, linking, labels, sample)
+    write_linking(table, picked, out, note)
+    typer.echo(out.with_suffix(".md").read_text(encoding="utf8"))

@@ -38,3 +38,42 @@ def train_baseline_cmd(
     output.mkdir(parents=True, exist_ok=True)
     summary = train_baseline(config, output, overrides_of(ctx), gpu_id, profile=profile or None)
     typer.echo(f"Baseline trained in {summary.wall_s:.0f} s: {output / 'model-best'}")
+
+
+@app.command("build-link-index", context_settings=OVERRIDES)
+def build_link_index_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="Linker index config, e.g. configs/link_index.cfg"),
+    output: Path = typer.Argument(..., help="Index folder (nodes.tsv, vectors.npy, projector.safetensors, meta.json)"),
+    pipeline_out: Path = typer.Option(None, help="Also save the config's pipeline with a kogner_linker pipe here"),
+) -> None:
+    """Fit the dense linker's projections on dictionary-linked spans and project the KG (overrides:
+    --build.steps 800)."""
+    from ..training.link_index import build_link_index
+
+    overrides = overrides_of(ctx)
+    metrics = build_link_index(config, output, overrides)
+    typer.echo(
+        json.dumps(
+            {
+                k: metrics[k]
+                for k in (
+                    "nodes",
+                    "train_pairs",
+                    "dev_retrieval",
+                    "threshold",
+                    "threshold_at",
+                    "index_bytes",
+                    "seconds",
+                )
+            },
+            indent=2,
+        )
+    )
+    if pipeline_out is not None:
+        import spacy
+
+        nlp = spacy.load(metrics["pipeline"])
+        nlp.add_pipe("kogner_linker", config={"index": str(output)})
+        nlp.to_disk(pipeline_out)
+        typer.echo(f"Pipeline with kogner_linker: {pipeline_out}")

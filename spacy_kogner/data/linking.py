@@ -160,31 +160,24 @@ class Linker(DictionaryLinker):
         """
         stats = stats or LinkStats()
         pending: list[tuple[Sentence, Span, str]] = []
-        for doc in _documents(sentences):
-            recent: list[dict[str, str]] = []
-            for sent in doc:
-                recent.append(find_abbreviations(sent.tokens, self.settings))
-                recent = recent[-self.settings.abbreviation_window :]
-                abbrevs: dict[str, str] = {}
-                for d in recent:
-                    abbrevs.update(d)
-                for span in sent.spans:
-                    text = sent.text_of(span)
-                    key = (sent.corpus, span.label)
-                    stats.total[key] += 1
-                    info = self.label_table.get(span.label)
-                    if info is None or not info.kg_kinds:
-                        stats.no_kind[key] += 1
-                        span.kge, span.match = None, None
-                        continue
-                    link, wrong = self.link_text(text, span.label, abbrevs)
-                    if link is None:
-                        span.kge, span.match = None, None
-                        if wrong:
-                            stats.wrong_kind[key] += 1
-                        pending.append((sent, span, text))
-                        continue
-                    self._record(stats, sent, span, text, link)
+        for sent, abbrevs in abbreviation_scopes(sentences, self.settings):
+            for span in sent.spans:
+                text = sent.text_of(span)
+                key = (sent.corpus, span.label)
+                stats.total[key] += 1
+                info = self.label_table.get(span.label)
+                if info is None or not info.kg_kinds:
+                    stats.no_kind[key] += 1
+                    span.kge, span.match = None, None
+                    continue
+                link, wrong = self.link_text(text, span.label, abbrevs)
+                if link is None:
+                    span.kge, span.match = None, None
+                    if wrong:
+                        stats.wrong_kind[key] += 1
+                    pending.append((sent, span, text))
+                    continue
+                self._record(stats, sent, span, text, link)
         if "fuzzy" in self.settings.rules and pending:
             links = self.fuzzy_link([t for _, _, t in pending], [s.label for _, s, _ in pending])
             for (sent, span, text), link in zip(pending, links, strict=True):
@@ -198,6 +191,23 @@ class Linker(DictionaryLinker):
         stats.linked[key] += 1
         stats.by_match[(sent.corpus, span.label, link.match)] += 1
         stats.examples[link.match].append((sent.corpus, span.label, text, link.node_id, " ".join(sent.tokens)))
+
+
+def abbreviation_scopes(
+    sentences: list[Sentence], settings: LinkingSettings
+) -> Iterable[tuple[Sentence, dict[str, str]]]:
+    """Each sentence with the abbreviations in scope for it: those defined so far in its document
+    (``doc_id``), or, for id-less corpora, in the previous ``abbreviation_window`` sentences."""
+    for doc in _documents(sentences):
+        recent: list[dict[str, str]] = []
+        for sent in doc:
+            recent.append(find_abbreviations(sent.tokens, settings))
+            if doc[0].doc_id is None:
+                recent = recent[-settings.abbreviation_window :]
+            abbrevs: dict[str, str] = {}
+            for d in recent:
+                abbrevs.update(d)
+            yield sent, abbrevs
 
 
 def _documents(sentences: list[Sentence]) -> Iterable[list[Sentence]]:

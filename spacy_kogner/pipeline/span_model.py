@@ -17,6 +17,7 @@ internals are reached only through ``gliner_compat``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -349,6 +350,39 @@ class SpanModel:
         lengths = torch.tensor([len(w) for w in windows], device=logits.device).view(batch_size, 1, 1)
         valid = ends < lengths
         return WindowScores(probs=torch.sigmoid(logits.float()), valid=valid)
+
+    @torch.inference_mode()
+    def span_vectors(
+        self, windows: list[list[str]], prompts: list[str], spans: list[tuple[int, int, int]]
+    ) -> torch.Tensor:
+        """Span vectors (the span head's output, before label scoring) ``[N, hidden]`` float32 of
+        ``(window, start, end)`` spans (``end`` inclusive, width < ``max_width``), read in
+        context with ``prompts`` in front as in scoring. The dense linker's input."""
+        if self._head is None:
+            raise NotImplementedError(
+                "span vectors need GLiNER's markerV0 span head without a context encoder; this model has "
+                f"{type(getattr(self.gliner.model, 'span_rep_layer', None)).__name__}"
+            )
+        self.gliner.eval()
+        if not spans:
+            return torch.zeros((0, self.hidden_size))
+        batch = self.collate([self.model_words(w) for w in windows], prompts)
+        inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        with autocast(self.device, self._autocast):
+            _, hidden, _ = self._factorised(inputs)
+            where = torch.tensor([[w, s, e - s] for w, s, e in spans], device=hidden.device)
+            vectors = self._head.second(hidden[where[:, 0], where[:, 1], where[:, 2]])
+        return vectors.float().cpu()
+
+    def fingerprint(self) -> str:
+        """A short hash of the span head and prompt projection weights: what a linker index built
+        from this model's span vectors must match (another model's vectors live in another space)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.gliner.model.state_dict().items()):
+            if name.startswith(("span_rep_layer", "prompt_rep_layer")):
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def _factorised(self, inputs: dict[str, Any], n_classes: int = 0) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Span-label logits ``[B, L, K, C]`` of GLiNER's markerV0 head, factorised.

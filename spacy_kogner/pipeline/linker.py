@@ -1,0 +1,370 @@
+"""The ``kogner_linker`` spaCy pipe: every entity whose label maps to KG kinds gets its KG node.
+
+Why a separate pipe rather than a ``link`` setting of ``kogner``: linking is optional and has its
+own data (a node index of a few MB to tens of MB), it also serves entities that another pipe
+found (spaCy's ``ner``, an ``entity_ruler``, gold spans), and its settings (routes, NIL
+threshold) change without touching the NER model. It reuses the ``kogner`` pipe's span model
+(named by ``kogner_pipe``) for the dense route, so the encoder is loaded once.
+
+For each entity (``doc.ents``, and the spans of the span group ``spans_key`` when present):
+
+1. **dictionary** (``pipeline/dictionary.py``): normalised names, in-document abbreviations
+   scoped by the Doc (the real document), type agreement; the first rule that hits gives the
+   candidates, best first.
+2. **dense**, where the dictionary finds nothing (or finds several nodes and ``rerank`` is on):
+   the span's vector from the student, projected by ``MLP_span``, against the projected teacher
+   rows of the label's KG kinds (``kb_index.py``); below ``threshold`` the entity stays NIL.
+
+Results: ``span.kb_id_`` = the node id, ``span._.kb_name``, ``span._.kb_score`` (1.0 for a
+dictionary hit, the cosine for a dense one), ``span._.kb_route`` and ``span._.kb_candidates``
+(up to ``top_k`` ``(id, name, score)``). An entity whose label maps to no KG kind stays unlinked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import srsly
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.util import minibatch
+
+from .dictionary import DictionaryLinker, DictionarySettings, find_abbreviations
+from .kb_index import INDEX_FILES, LinkIndex, LinkIndexError
+
+CFG_FILE = "kogner_linker.json"
+INDEX_DIR = "index"
+ROUTES = ("dictionary", "dense")
+EXTENSIONS = {"kb_name": None, "kb_score": None, "kb_route": None, "kb_candidates": None}
+
+
+@dataclass
+class LinkerSettings:
+    """Settings of ``nlp.add_pipe("kogner_linker", config={...})``."""
+
+    index: str = ""  # a build-link-index folder, read when the pipe is created ("" = from to_disk)
+    kogner_pipe: str = "kogner"  # the pipe whose span model gives dense span vectors
+    routes: list[str] = dataclasses.field(default_factory=lambda: list(ROUTES))
+    threshold: float = -1.0  # dense NIL threshold; < 0 = the one tuned on dev when the index was built
+    top_k: int = 5
+    rerank: bool = True  # dictionary hits with several nodes are ordered by the dense score
+    spans_key: str = "kogner"  # also link this span group ("" = doc.ents only)
+    context_words: int = 64  # for an index read in sentences: words either side when the doc has none
+    batch_size: int = 32  # entities' windows per forward pass of the dense route
+    exact_max_nodes: int = 200_000  # above this many candidate nodes, search with the ANN index
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.routes if r not in ROUTES]
+        if bad or not self.routes:
+            raise LinkIndexError(
+                f"kogner_linker routes must be a non-empty subset of {list(ROUTES)}, got {self.routes}"
+            )
+        if self.top_k < 1 or self.batch_size < 1 or self.context_words < 1:
+            raise LinkIndexError("kogner_linker: top_k, batch_size and context_words must be >= 1")
+
+
+DEFAULT_CONFIG = {f.name: getattr(LinkerSettings(), f.name) for f in dataclasses.fields(LinkerSettings)}
+
+
+@Language.factory("kogner_linker", default_config=DEFAULT_CONFIG, assigns=["doc.ents", "doc.spans"])
+def make_kogner_linker(
+    nlp: Language,
+    name: str,
+    index: str,
+    kogner_pipe: str,
+    routes: list[str],
+    threshold: float,
+    top_k: int,
+    rerank: bool,
+    spans_key: str,
+    context_words: int,
+    batch_size: int,
+    exact_max_nodes: int,
+) -> KognerLinker:
+    settings = LinkerSettings(
+        index,
+        kogner_pipe,
+        list(routes),
+        threshold,
+        top_k,
+        rerank,
+        spans_key,
+        context_words,
+        batch_size,
+        exact_max_nodes,
+    )
+    return KognerLinker(nlp, name, settings)
+
+
+@dataclass
+class Mention:
+    """One entity to link: its text, label and where its vector is read (window words, start, end)."""
+
+    text: str
+    label: str
+    words: list[str]
+    start: int
+    end: int  # inclusive, in ``words``
+    abbreviations: dict[str, str]
+
+
+@dataclass
+class Resolution:
+    """A linking decision: the node row (None = NIL), its score, the route and the top candidates."""
+
+    row: int | None
+    score: float
+    route: str
+    candidates: list[tuple[int, float]]
+
+
+class KognerLinker(Pipe):
+    """Sets ``kb_id_`` (and ``_.kb_*`` extensions) on entities; see the module docstring."""
+
+    def __init__(self, nlp: Language, name: str, settings: LinkerSettings) -> None:
+        for ext, default in EXTENSIONS.items():
+            if not Span.has_extension(ext):
+                Span.set_extension(ext, default=default)
+        self.nlp = nlp
+        self.name = name
+        self.settings = settings
+        self.index: LinkIndex | None = None
+        self.dictionary: DictionaryLinker | None = None
+        if settings.index:
+            self.set_index(LinkIndex.load(settings.index, settings.exact_max_nodes))
+
+    # ----------------------------------------------------------------------- the index
+    def set_index(self, index: LinkIndex) -> None:
+        """Use ``index``: rebuilds the dictionary from its node names, labels and settings."""
+        labels = {lab: SimpleNamespace(**info) for lab, info in index.labels.items()}
+        try:
+            dictionary_settings = DictionarySettings.from_dict(index.meta["dictionary"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise LinkIndexError(f"linker index: its dictionary settings are unusable ({err})") from None
+        self.index = index
+        self.dictionary = DictionaryLinker(
+            index.node_ids, index.names, index.kinds, labels, dictionary_settings, synonyms=index.synonyms
+        )
+
+    def _require_index(self) -> LinkIndex:
+        if self.index is None or self.dictionary is None:
+            raise LinkIndexError(
+                f"pipe '{self.name}' has no index: add it with config={{'index': 'path/to/link-index'}} "
+                "(python -m spacy_kogner build-link-index writes one)"
+            )
+        return self.index
+
+    def _span_model(self) -> Any | None:
+        """The span model of ``kogner_pipe`` when the dense route is on, checked against the index."""
+        if "dense" not in self.settings.routes:
+            return None
+        index = self._require_index()
+        if self.settings.kogner_pipe not in self.nlp.pipe_names:
+            raise LinkIndexError(
+                f"pipe '{self.name}': the dense route reads span vectors from pipe '{self.settings.kogner_pipe}', "
+                f"which this pipeline lacks (pipes: {self.nlp.pipe_names}); add it or set routes=['dictionary']"
+            )
+        model = self.nlp.get_pipe(self.settings.kogner_pipe).ensure_model()
+        if model.hidden_size != index.span_dim or model.fingerprint() != index.student:
+            raise LinkIndexError(
+                f"pipe '{self.name}': the linker index was built from span model {index.student} "
+                f"({index.span_dim}-d span vectors), but pipe '{self.settings.kogner_pipe}' holds "
+                f"{model.fingerprint()} ({model.hidden_size}-d); rebuild the index for this model "
+                "(build-link-index) or set routes=['dictionary']"
+            )
+        return model
+
+    @property
+    def threshold(self) -> float:
+        index = self._require_index()
+        return self.settings.threshold if self.settings.threshold >= 0 else index.threshold
+
+    # ------------------------------------------------------------------------- linking
+    def resolve(self, mentions: list[Mention], model: Any | None = None) -> list[Resolution]:
+        """Link mentions: the dictionary first, the dense route where it finds nothing (and to
+        order several dictionary nodes). ``model`` is the span model (None = dictionary only)."""
+        index = self._require_index()
+        assert self.dictionary is not None
+        out: list[Resolution | None] = [None] * len(mentions)
+        dense_todo: list[int] = []
+        dict_rows: dict[int, list[int]] = {}
+        for i, m in enumerate(mentions):
+            info = index.labels.get(m.label)
+            if not info or not info.get("kg_kinds"):
+                out[i] = Resolution(None, 0.0, "no_kind", [])
+                continue
+            rows: list[int] = []
+            if "dictionary" in self.settings.routes:
+                rows, _, _ = self.dictionary.candidates(m.text, m.label, m.abbreviations)
+            if rows:
+                dict_rows[i] = rows
+                if len(rows) == 1 or not self.settings.rerank or model is None:
+                    out[i] = Resolution(rows[0], 1.0, "dictionary", [(r, 1.0) for r in rows[: self.settings.top_k]])
+                    continue
+            if model is not None:
+                dense_todo.append(i)
+            elif out[i] is None:
+                out[i] = Resolution(None, 0.0, "nil", [])
+        if dense_todo:
+            vectors = self._vectors(model, [mentions[i] for i in dense_todo])
+            queries = index.project(vectors)
+            by_kinds: dict[tuple[str, ...], list[int]] = {}
+            for j, i in enumerate(dense_todo):
+                by_kinds.setdefault(tuple(index.labels[mentions[i].label]["kg_kinds"]), []).append(j)
+            for kinds, js in by_kinds.items():
+                rows_k, scores_k = index.search(queries[js], kinds, self.settings.top_k)
+                for j, rows, scores in zip(js, rows_k, scores_k, strict=True):
+                    i = dense_todo[j]
+                    cands = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True) if r >= 0]
+                    if i in dict_rows:  # several dictionary nodes: the dense score orders them
+                        order = index_rows_order(queries[j], index, dict_rows[i])
+                        ranked = [(r, float(index.vectors[r].astype(np.float32) @ queries[j])) for r in order]
+                        out[i] = Resolution(ranked[0][0], 1.0, "dictionary", ranked[: self.settings.top_k])
+                    elif cands and cands[0][1] >= self.threshold:
+                        out[i] = Resolution(cands[0][0], cands[0][1], "dense", cands)
+                    else:
+                        out[i] = Resolution(None, cands[0][1] if cands else 0.0, "nil", cands)
+        return [r if r is not None else Resolution(None, 0.0, "nil", []) for r in out]
+
+    def _vectors(self, model: Any, mentions: list[Mention]) -> Any:
+        """Span vectors of the mentions, batched by label prompt (the prompt is read with the text)."""
+        import torch
+
+        index = self._require_index()
+        result = torch.zeros((len(mentions), index.span_dim))
+        groups: dict[str, list[int]] = {}
+        for i, m in enumerate(mentions):
+            groups.setdefault(index.labels[m.label]["prompt"], []).append(i)
+        for prompt, idx in groups.items():
+            idx = sorted(idx, key=lambda i: len(mentions[i].words))
+            for chunk in minibatch(idx, size=self.settings.batch_size):
+                windows, spans = [], []
+                for k, i in enumerate(chunk):  # wider than any span the model scores: its last words
+                    m = mentions[i]
+                    start = max(m.start, m.end - model.max_width + 1)
+                    lo = max(0, m.end + 1 - model.max_words)
+                    windows.append(m.words[lo : m.end + 1] if lo > 0 else m.words)
+                    spans.append((k, start - lo, m.end - lo))
+                result[list(chunk)] = model.span_vectors(windows, [prompt], spans)
+        return result
+
+    def doc_mentions(self, doc: Doc, spans: Iterable[Span], max_width: int, max_words: int) -> list[Mention]:
+        """Mentions of ``spans`` in ``doc``: the window each is read in and the doc's abbreviations."""
+        abbreviations = find_abbreviations([t.text for t in doc], self.dictionary.settings) if self.dictionary else {}
+        has_sents = doc.has_annotation("SENT_START")
+        alone = self._require_index().meta.get("context", "mention") == "mention"
+        out = []
+        for span in spans:
+            if alone:  # read like a node name: the mention's words are the whole window
+                words = [t.text for t in span if not t.is_space] or [span.text]
+                start, end = max(0, len(words) - max_width), len(words) - 1
+                out.append(Mention(span.text, span.label_, words[start:], 0, end - start, abbreviations))
+                continue
+            if has_sents:
+                lo, hi = span.sent.start, span.sent.end
+            else:
+                lo, hi = span.start - self.settings.context_words, span.end + self.settings.context_words
+            half = max(1, (max_words - (span.end - span.start)) // 2)
+            lo, hi = max(lo, span.start - half, 0), min(hi, span.end + half, len(doc))
+            tokens = [t for t in doc[lo:hi] if not t.is_space]
+            words = [t.text for t in tokens]
+            pos = {t.i: k for k, t in enumerate(tokens)}
+            inner = [pos[t.i] for t in span if t.i in pos]
+            start, end = (inner[0], inner[-1]) if inner else (0, 0)
+            if end - start >= max_width:  # wider than any span the model scores: read its last max_width words
+                start = end - max_width + 1
+            out.append(Mention(span.text, span.label_, words, start, end, abbreviations))
+        return out
+
+    # ------------------------------------------------------------------------ the pipe
+    def __call__(self, doc: Doc) -> Doc:
+        try:
+            return self._link([doc])[0]
+        except Exception as err:  # noqa: BLE001 - handed to spaCy's error handler, which re-raises by default
+            self.get_error_handler()(self.name, self, [doc], err)
+            return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        for docs in minibatch(stream, size=batch_size):
+            try:
+                yield from self._link(list(docs))
+            except Exception as err:  # noqa: BLE001 - as in spaCy's TrainablePipe.pipe
+                self.get_error_handler()(self.name, self, list(docs), err)
+
+    def _link(self, docs: list[Doc]) -> list[Doc]:
+        index = self._require_index()
+        model = self._span_model()
+        max_width = model.max_width if model is not None else 1_000_000
+        max_words = model.max_words if model is not None else 1_000_000
+        key = self.settings.spans_key
+        todo: list[tuple[Doc, str, list[Span]]] = []
+        mentions: list[Mention] = []
+        for doc in docs:
+            ents = list(doc.ents)
+            todo.append((doc, "ents", ents))
+            mentions += self.doc_mentions(doc, ents, max_width, max_words)
+            if key and key in doc.spans:
+                group = list(doc.spans[key])
+                todo.append((doc, key, group))
+                mentions += self.doc_mentions(doc, group, max_width, max_words)
+        resolved = iter(self.resolve(mentions, model))
+        for doc, where, spans in todo:
+            linked = []
+            for span in spans:
+                res = next(resolved)
+                node = index.node_ids[res.row] if res.row is not None else ""
+                new = Span(doc, span.start, span.end, label=span.label_, kb_id=node)
+                new._.kb_name = index.names[res.row] if res.row is not None else None
+                new._.kb_score = res.score if res.row is not None else None
+                new._.kb_route = res.route
+                new._.kb_candidates = [(index.node_ids[r], index.names[r], round(s, 4)) for r, s in res.candidates]
+                linked.append(new)
+            if where == "ents":
+                doc.ents = linked
+            else:
+                old = doc.spans[where]
+                doc.spans[where] = SpanGroup(doc, name=where, spans=linked, attrs=dict(old.attrs))
+        return docs
+
+    # ---------------------------------------------------------------- serialisation
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(path / CFG_FILE, {k: v for k, v in dataclasses.asdict(self.settings).items() if k != "index"})
+        if "index" not in set(exclude):
+            self._require_index().save(path / INDEX_DIR)
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> KognerLinker:
+        path = Path(path)
+        if (path / CFG_FILE).is_file():
+            try:
+                saved = srsly.read_json(path / CFG_FILE)
+                self.settings = LinkerSettings(**{**saved, "index": ""})
+            except (ValueError, TypeError) as err:
+                raise LinkIndexError(f"{path / CFG_FILE}: unusable linker settings ({err})") from None
+        if "index" not in set(exclude):
+            folder = path / INDEX_DIR
+            stray = [p.name for p in folder.iterdir() if p.name not in INDEX_FILES] if folder.is_dir() else []
+            if stray:
+                raise LinkIndexError(f"{folder}: unexpected file(s) {stray} in a linker index; refusing to load it")
+            self.set_index(LinkIndex.load(folder, self.settings.exact_max_nodes))
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        raise NotImplementedError("kogner_linker serialises to disk only (nlp.to_disk / spacy package)")
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> KognerLinker:
+        raise NotImplementedError("kogner_linker serialises to disk only (nlp.from_disk / spacy.load)")
+
+
+def index_rows_order(query: np.ndarray, index: LinkIndex, rows: list[int]) -> list[int]:
+    """``rows`` ordered by their cosine with ``query``, best first."""
+    scores = index.vectors[rows].astype(np.float32) @ query
+    return [rows[k] for k in np.argsort(-scores, kind="stable")]

@@ -31,7 +31,7 @@ from ..data.corpus import find_split, resolve_corpus_dir
 from ..data.labels import load_label_table
 from ..data.linking import Linker, LinkingSettings, abbreviation_scopes
 from ..data.readers import read_corpus
-from ..pipeline.linker import KognerLinker, Mention, Resolution
+from ..pipeline.linker import ROUTES, KognerLinker, Mention, Resolution
 
 METHODS = ("dictionary", "dense", "both", "tfidf")
 
@@ -128,6 +128,8 @@ def evaluate_linking(
     if pipe is None:
         raise ValueError(f"{pipeline}: no kogner_linker pipe")
     index = pipe._require_index()
+    routes = list(pipe.settings.routes)
+    pipe.settings.routes = list(ROUTES)  # the span model, checked against the index
     model = pipe._span_model()
     settings = LinkingSettings.from_section(load_config(resolve_config_path(linking_cfg))["linking"])
     reference = Linker(index.node_ids, index.names, index.kinds, load_label_table(labels_cfg), settings)
@@ -140,11 +142,10 @@ def evaluate_linking(
 
     table: dict[str, Any] = {m: {} for m in METHODS}
     dense_only: list[dict[str, Any]] = []
-    routes = list(pipe.settings.routes)
     for corpus in corpora:
         mentions, truth, context = corpus_mentions(corpus, split, mirror, reference, index.labels, row_of)
         results: dict[str, list[Resolution]] = {}
-        for method, method_routes in (("dictionary", ["dictionary"]), ("dense", ["dense"]), ("both", routes)):
+        for method, method_routes in (("dictionary", ["dictionary"]), ("dense", ["dense"]), ("both", list(ROUTES))):
             pipe.settings.routes = method_routes
             t0 = time.perf_counter()
             results[method] = pipe.resolve(mentions, model if "dense" in method_routes else None)

@@ -64,9 +64,13 @@ git -C "$REPO" ls-files -z -co --exclude-standard \
 CORE_WHEEL="$(ls "$WORK"/dist/spacy_kogner-*.whl)"
 echo "$CORE_WHEEL"
 
-step "2. untrained pipeline + spacy_kogner package"
-(cd "$WORK" && HF_HUB_OFFLINE=1 "$DEV_PYTHON" -m spacy_kogner init-model "$WORK/pipe" --labels Disease,Chemical) \
-    > "$WORK/init-model.log" 2>&1 || { tail -20 "$WORK/init-model.log"; exit 1; }
+step "2. pipeline (PIPELINE=${PIPELINE:-untrained}) + spacy_kogner package"
+if [ -n "${PIPELINE:-}" ]; then  # a trained pipeline, e.g. one with a kogner_linker pipe
+    cp -r "$PIPELINE" "$WORK/pipe"
+else
+    (cd "$WORK" && HF_HUB_OFFLINE=1 "$DEV_PYTHON" -m spacy_kogner init-model "$WORK/pipe" --labels Disease,Chemical) \
+        > "$WORK/init-model.log" 2>&1 || { tail -20 "$WORK/init-model.log"; exit 1; }
+fi
 (cd "$WORK" && "$DEV_PYTHON" -m spacy_kogner package "$WORK/pipe" "$WORK/pkg" --name "$NAME" --version "$VERSION") \
     | tee "$WORK/package.log"
 PIPE_WHEEL="$(ls "$WORK"/pkg/en_${NAME}-${VERSION}/dist/en_${NAME}-${VERSION}-*.whl)"
@@ -103,7 +107,8 @@ OUT="$(cd "$WORK" && env -u PYTHONPATH HF_HUB_OFFLINE=1 "$VPY" -c "
 import sys, spacy
 nlp = spacy.load('en_$NAME'); nlp.get_pipe('kogner').configure(threshold=0.0)
 doc = nlp(sys.argv[1])
-print(nlp.pipe_names, len(doc.spans['kogner']), [(e.text, e.label_) for e in doc.ents][:5])
+print(nlp.pipe_names[:1], len(doc.spans['kogner']), [(e.text, e.label_) for e in doc.ents][:5])
+print('kb_ids', [(e.text, e.kb_id_) for e in doc.ents if e.kb_id_])
 import spacy_kogner
 print(sorted(m for m in sys.modules if m.split('.')[0] in {'sklearn', 'matplotlib', 'pykeen', 'torch_geometric'}))
 print('loaded from', spacy.util.get_package_path('en_$NAME'), spacy_kogner.__file__)

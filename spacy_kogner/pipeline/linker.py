@@ -141,7 +141,12 @@ class KognerLinker(Pipe):
         self.settings = settings
         self.index: LinkIndex | None = None
         self.dictionary: DictionaryLinker | None = None
-        if settings.index:
+        # A saved pipeline's config still names the build folder it was made from; spaCy creates the
+        # pipe from that config before ``from_disk`` reads the copy inside the pipeline, so a path
+        # that is gone (another machine, an installed package) is only an error if nothing else
+        # gives the pipe an index before it is used.
+        self._index_path = settings.index
+        if settings.index and Path(settings.index).exists():
             self.set_index(LinkIndex.load(settings.index, settings.exact_max_nodes))
 
     # ----------------------------------------------------------------------- the index
@@ -158,6 +163,8 @@ class KognerLinker(Pipe):
         )
 
     def _require_index(self) -> LinkIndex:
+        if self.index is None and self._index_path:
+            self.set_index(LinkIndex.load(self._index_path, self.settings.exact_max_nodes))
         if self.index is None or self.dictionary is None:
             raise LinkIndexError(
                 f"pipe '{self.name}' has no index: add it with config={{'index': 'path/to/link-index'}} "

@@ -95,7 +95,9 @@ def test_dense_route_links_within_the_label_kinds(make_nlp, index_dir):
 def test_round_trip_and_clear_errors(make_nlp, index_dir, tmp_path):
     nlp = linked_nlp(make_nlp, index_dir, routes=["dictionary", "dense"])
     nlp.to_disk(tmp_path / "pipe")
+    index_dir.rename(tmp_path / "moved")  # the build folder named in the config is gone, as on another machine
     loaded = spacy.load(tmp_path / "pipe")
+    (tmp_path / "moved").rename(index_dir)
     doc = run_linker(loaded, "diazepam helps", [(0, 1, "Chemical")])
     assert doc.ents[0].kb_id_ == "Compound::DB00829"
     (tmp_path / "pipe" / "kogner_linker" / "index" / "evil.py").write_text("print(1)")
@@ -110,8 +112,11 @@ def test_round_trip_and_clear_errors(make_nlp, index_dir, tmp_path):
         LinkIndex.load(index_dir)
 
 
-def test_a_pipe_without_an_index_says_how_to_get_one():
+def test_a_pipe_without_an_index_says_how_to_get_one(tmp_path):
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe("kogner_linker", config={"routes": ["dictionary"]})
     with pytest.raises(LinkIndexError, match="build-link-index"):
+        pipe(nlp.make_doc("x"))
+    pipe = nlp.add_pipe("kogner_linker", name="missing", config={"index": str(tmp_path / "nowhere")})
+    with pytest.raises(LinkIndexError, match="nodes.tsv is missing"):
         pipe(nlp.make_doc("x"))

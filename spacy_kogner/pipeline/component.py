@@ -170,7 +170,29 @@ Language.factory(
 )(make_kogner)
 
 
-class KognerComponent(Pipe):
+class BatchPipe(Pipe):
+    """A pipe that works on lists of docs: ``__call__`` and ``pipe`` hand batches to ``_process``
+    and failures to spaCy's error handler (``nlp.set_error_handler``), as ``TrainablePipe`` does."""
+
+    def _process(self, docs: list[Doc]) -> list[Doc]:
+        raise NotImplementedError
+
+    def __call__(self, doc: Doc) -> Doc:
+        try:
+            return self._process([doc])[0]
+        except Exception as err:  # noqa: BLE001 - handed to spaCy's error handler, which re-raises by default
+            self.get_error_handler()(self.name, self, [doc], err)
+            return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        for docs in minibatch(stream, size=batch_size):
+            try:
+                yield from self._process(list(docs))
+            except Exception as err:  # noqa: BLE001 - as in spaCy's TrainablePipe.pipe
+                self.get_error_handler()(self.name, self, list(docs), err)
+
+
+class KognerComponent(BatchPipe):
     """GLiNER span NER as a spaCy pipe (see the module docstring for the design)."""
 
     def __init__(
@@ -292,20 +314,6 @@ class KognerComponent(Pipe):
         self.ensure_model()
 
     # ---------------------------------------------------------------------- prediction
-    def __call__(self, doc: Doc) -> Doc:
-        try:
-            return self._annotate([doc])[0]
-        except Exception as err:  # noqa: BLE001 - handed to spaCy's error handler, which re-raises by default
-            self.get_error_handler()(self.name, self, [doc], err)
-            return doc
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
-        for docs in minibatch(stream, size=batch_size):
-            try:
-                yield from self._annotate(list(docs))
-            except Exception as err:  # noqa: BLE001 - as in spaCy's TrainablePipe.pipe
-                self.get_error_handler()(self.name, self, list(docs), err)
-
     def _prompts(self) -> list[str]:
         if not self.label_specs:
             raise KognerConfigError(
@@ -343,7 +351,7 @@ class KognerComponent(Pipe):
             )
         return windows
 
-    def _annotate(self, docs: list[Doc]) -> list[Doc]:
+    def _process(self, docs: list[Doc]) -> list[Doc]:
         prompts = self._prompts()
         model = self.ensure_model()
         groups = self._label_groups(model, prompts)

@@ -23,7 +23,7 @@ dictionary hit, the cosine for a dense one), ``span._.kb_route`` and ``span._.kb
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import srsly
 from spacy.language import Language
-from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.util import minibatch
 
+from .component import BatchPipe
 from .dictionary import DictionaryLinker, DictionarySettings, find_abbreviations
 from .kb_index import INDEX_FILES, LinkIndex, LinkIndexError
 
@@ -129,7 +129,7 @@ class Resolution:
     candidates: list[tuple[int, float]]
 
 
-class KognerLinker(Pipe):
+class KognerLinker(BatchPipe):
     """Sets ``kb_id_`` (and ``_.kb_*`` extensions) on entities; see the module docstring."""
 
     def __init__(self, nlp: Language, name: str, settings: LinkerSettings) -> None:
@@ -146,6 +146,7 @@ class KognerLinker(Pipe):
         # that is gone (another machine, an installed package) is only an error if nothing else
         # gives the pipe an index before it is used.
         self._index_path = settings.index
+        self._checked: tuple[Any, LinkIndex] | None = None  # (span model, index) already found to match
         if settings.index and Path(settings.index).exists():
             self.set_index(LinkIndex.load(settings.index, settings.exact_max_nodes))
 
@@ -183,6 +184,8 @@ class KognerLinker(Pipe):
                 f"which this pipeline lacks (pipes: {self.nlp.pipe_names}); add it or set routes=['dictionary']"
             )
         model = self.nlp.get_pipe(self.settings.kogner_pipe).ensure_model()
+        if self._checked is not None and self._checked[0] is model and self._checked[1] is index:
+            return model  # hashing the span head's weights on every batch would be wasted work
         if model.hidden_size != index.span_dim or model.fingerprint() != index.student:
             raise LinkIndexError(
                 f"pipe '{self.name}': the linker index was built from span model {index.student} "
@@ -190,6 +193,7 @@ class KognerLinker(Pipe):
                 f"{model.fingerprint()} ({model.hidden_size}-d); rebuild the index for this model "
                 "(build-link-index) or set routes=['dictionary']"
             )
+        self._checked = (model, index)
         return model
 
     @property
@@ -235,8 +239,8 @@ class KognerLinker(Pipe):
                     i = dense_todo[j]
                     cands = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True) if r >= 0]
                     if i in dict_rows:  # several dictionary nodes: the dense score orders them
-                        order = index_rows_order(queries[j], index, dict_rows[i])
-                        ranked = [(r, float(index.vectors[r].astype(np.float32) @ queries[j])) for r in order]
+                        cosines = index.vectors[dict_rows[i]].astype(np.float32) @ queries[j]
+                        ranked = [(dict_rows[i][k], float(cosines[k])) for k in np.argsort(-cosines, kind="stable")]
                         out[i] = Resolution(ranked[0][0], 1.0, "dictionary", ranked[: self.settings.top_k])
                     elif cands and cands[0][1] >= self.threshold:
                         out[i] = Resolution(cands[0][0], cands[0][1], "dense", cands)
@@ -266,9 +270,10 @@ class KognerLinker(Pipe):
                 result[list(chunk)] = model.span_vectors(windows, [prompt], spans)
         return result
 
-    def doc_mentions(self, doc: Doc, spans: Iterable[Span], max_width: int, max_words: int) -> list[Mention]:
-        """Mentions of ``spans`` in ``doc``: the window each is read in and the doc's abbreviations."""
-        abbreviations = find_abbreviations([t.text for t in doc], self.dictionary.settings) if self.dictionary else {}
+    def doc_mentions(
+        self, doc: Doc, spans: Iterable[Span], max_width: int, max_words: int, abbreviations: dict[str, str]
+    ) -> list[Mention]:
+        """Mentions of ``spans`` in ``doc``: the window each is read in, with the doc's abbreviations."""
         has_sents = doc.has_annotation("SENT_START")
         alone = self._require_index().meta.get("context", "mention") == "mention"
         out = []
@@ -295,21 +300,7 @@ class KognerLinker(Pipe):
         return out
 
     # ------------------------------------------------------------------------ the pipe
-    def __call__(self, doc: Doc) -> Doc:
-        try:
-            return self._link([doc])[0]
-        except Exception as err:  # noqa: BLE001 - handed to spaCy's error handler, which re-raises by default
-            self.get_error_handler()(self.name, self, [doc], err)
-            return doc
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
-        for docs in minibatch(stream, size=batch_size):
-            try:
-                yield from self._link(list(docs))
-            except Exception as err:  # noqa: BLE001 - as in spaCy's TrainablePipe.pipe
-                self.get_error_handler()(self.name, self, list(docs), err)
-
-    def _link(self, docs: list[Doc]) -> list[Doc]:
+    def _process(self, docs: list[Doc]) -> list[Doc]:
         index = self._require_index()
         model = self._span_model()
         max_width = model.max_width if model is not None else 1_000_000
@@ -317,14 +308,16 @@ class KognerLinker(Pipe):
         key = self.settings.spans_key
         todo: list[tuple[Doc, str, list[Span]]] = []
         mentions: list[Mention] = []
+        assert self.dictionary is not None
         for doc in docs:
+            abbreviations = find_abbreviations([t.text for t in doc], self.dictionary.settings)
             ents = list(doc.ents)
             todo.append((doc, "ents", ents))
-            mentions += self.doc_mentions(doc, ents, max_width, max_words)
+            mentions += self.doc_mentions(doc, ents, max_width, max_words, abbreviations)
             if key and key in doc.spans:
                 group = list(doc.spans[key])
                 todo.append((doc, key, group))
-                mentions += self.doc_mentions(doc, group, max_width, max_words)
+                mentions += self.doc_mentions(doc, group, max_width, max_words, abbreviations)
         resolved = iter(self.resolve(mentions, model))
         for doc, where, spans in todo:
             linked = []
@@ -373,9 +366,3 @@ class KognerLinker(Pipe):
 
     def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> KognerLinker:
         raise NotImplementedError("kogner_linker serialises to disk only (nlp.from_disk / spacy.load)")
-
-
-def index_rows_order(query: np.ndarray, index: LinkIndex, rows: list[int]) -> list[int]:
-    """``rows`` ordered by their cosine with ``query``, best first."""
-    scores = index.vectors[rows].astype(np.float32) @ query
-    return [rows[k] for k in np.argsort(-scores, kind="stable")]

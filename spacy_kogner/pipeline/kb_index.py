@@ -146,59 +146,42 @@ class LinkIndex:
 
     def _group(self, kinds: tuple[str, ...]) -> tuple[np.ndarray, Any, np.ndarray]:
         """Rows of the given kinds, their search structure (a float32 matrix or an ANN index) and
-        each row's canonical row: the node of the same name whose kind comes first in ``kinds``
-        (Hetionet has "Hypotension" as a Symptom and as a Side Effect; like the dictionary, the
-        label's kind order decides)."""
+        each row's canonical row (``preferred_copies``: Hetionet has "Hypotension" as a Symptom
+        and as a Side Effect; like the dictionary, the label's kind order decides)."""
         if kinds not in self._groups:
-            rows = np.concatenate([self._kind_rows.get(k, np.zeros(0, dtype=np.int64)) for k in kinds])
-            rows = np.sort(rows)
-            first: dict[str, int] = {}
-            for r in sorted(rows.tolist(), key=lambda r: (kinds.index(self.kinds[r]), r)):
-                first.setdefault(" ".join(self.names[r].casefold().split()), r)
-            canonical = np.array([first[" ".join(self.names[r].casefold().split())] for r in rows], dtype=np.int64)
+            rows = np.sort(np.concatenate([self._kind_rows.get(k, np.zeros(0, dtype=np.int64)) for k in kinds]))
+            rank = {kind: i for i, kind in enumerate(kinds)}
+            canonical = rows[preferred_copies([self.names[r] for r in rows], [self.kinds[r] for r in rows], rank)]
             if len(rows) > self.exact_max_nodes:
                 self._groups[kinds] = (rows, _ann_index(self.vectors[rows]), canonical)
             else:
                 self._groups[kinds] = (rows, self.vectors[rows].astype(np.float32), canonical)
         return self._groups[kinds]
 
+    def canonical(self, row: int, kinds: Sequence[str]) -> int:
+        """The node that stands for ``row``'s name among ``kinds`` (what ``search`` returns for it)."""
+        rows, _, canonical = self._group(tuple(kinds))
+        return int(canonical[int(np.searchsorted(rows, row))])
+
     def search(self, queries: np.ndarray, kinds: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` nodes among those of ``kinds`` for each normalised query: (rows ``[Q, k]``,
         cosine scores ``[Q, k]``), best first, one node per name (its kind-preferred copy); rows
         are -1 where fewer than ``k`` distinct names exist."""
         rows, structure, canonical = self._group(tuple(kinds))
-        found_rows, found_scores = self._search(queries, rows, structure, min(3 * k, len(rows)))
+        found, found_scores = _nearest(queries, structure, min(3 * k, len(rows)))
         out_rows = -np.ones((len(queries), k), dtype=np.int64)
         out_scores = np.full((len(queries), k), -1.0, dtype=np.float32)
-        position = {int(r): i for i, r in enumerate(rows)}
         for qi in range(len(queries)):
             seen: list[int] = []
-            for r, sc in zip(found_rows[qi], found_scores[qi], strict=True):
-                c = int(canonical[position[int(r)]])
+            for position, score in zip(found[qi], found_scores[qi], strict=True):
+                c = int(canonical[position])
                 if c in seen:
                     continue
-                out_rows[qi, len(seen)], out_scores[qi, len(seen)] = c, sc
+                out_rows[qi, len(seen)], out_scores[qi, len(seen)] = c, score
                 seen.append(c)
                 if len(seen) == k:
                     break
         return out_rows, out_scores
-
-    @staticmethod
-    def _search(queries: np.ndarray, rows: np.ndarray, structure: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = len(queries)
-        if q == 0 or k == 0:
-            return np.zeros((q, 0), dtype=np.int64), np.zeros((q, 0), dtype=np.float32)
-        if isinstance(structure, np.ndarray):
-            scores = queries.astype(np.float32) @ structure.T
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            return rows[top], np.take_along_axis(top_scores, order, axis=1)
-        found = structure.search(queries.astype(np.float16), k)
-        keys = np.asarray(found.keys).reshape(q, -1)[:, :k].astype(np.int64)
-        dist = np.asarray(found.distances).reshape(q, -1)[:, :k]
-        return rows[keys], (1.0 - dist).astype(np.float32)
 
     # ------------------------------------------------------------------------- save/load
     def save(self, folder: str | Path) -> None:
@@ -279,6 +262,33 @@ def _read_nodes(path: Path) -> tuple[list[str], list[str], list[str]]:
         raise LinkIndexError(f"{path}: no nodes")
     ids, names, kinds = (list(c) for c in zip(*rows, strict=True))
     return ids, names, kinds
+
+
+def preferred_copies(names: Sequence[str], kinds: Sequence[str], rank: dict[str, int]) -> np.ndarray:
+    """For each node, the position of the node that stands for its name: among nodes with the same
+    case-folded name, the one whose kind ranks first (then the first position)."""
+    first: dict[str, int] = {}
+    keys = [" ".join(name.casefold().split()) for name in names]
+    for i in sorted(range(len(keys)), key=lambda i: (rank[kinds[i]], i)):
+        first.setdefault(keys[i], i)
+    return np.array([first[key] for key in keys], dtype=np.int64)
+
+
+def _nearest(queries: np.ndarray, structure: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``[Q, k]`` (into the group's rows) and cosines of each query's ``k`` nearest rows."""
+    q = len(queries)
+    if q == 0 or k == 0:
+        return np.zeros((q, 0), dtype=np.int64), np.zeros((q, 0), dtype=np.float32)
+    if isinstance(structure, np.ndarray):
+        scores = queries.astype(np.float32) @ structure.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+    found = structure.search(queries.astype(np.float16), k)
+    keys = np.asarray(found.keys).reshape(q, -1)[:, :k].astype(np.int64)
+    dist = np.asarray(found.distances).reshape(q, -1)[:, :k]
+    return keys, (1.0 - dist).astype(np.float32)
 
 
 def _ann_index(vectors: np.ndarray) -> Any:

@@ -45,7 +45,7 @@ from ..data.corpus import find_split, resolve_corpus_dir
 from ..data.labels import load_label_table
 from ..data.linking import Linker, LinkingSettings, read_synonyms
 from ..data.readers import read_corpus
-from ..pipeline.kb_index import LinkIndex, SpanProjector, projection_mlp
+from ..pipeline.kb_index import LinkIndex, SpanProjector, preferred_copies, projection_mlp
 from ..teacher.store import HStore
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
@@ -287,15 +287,14 @@ def cap_per_node(pairs: list[Pair], cap: int, seed: int) -> list[Pair]:
 
 
 def duplicates(names: list[str], kinds: list[str], groups: np.ndarray, kind_order: dict[str, int]) -> np.ndarray:
-    """True for a node whose name (case-folded) a node of a preferred kind in its group also has."""
-    best: dict[tuple[int, str], tuple[int, int]] = {}
-    keys = [" ".join(n.casefold().split()) for n in names]
-    for i, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
-        rank = (kind_order[kind], i)
-        slot = (int(groups[i]), key)
-        if slot not in best or rank < best[slot]:
-            best[slot] = rank
-    return np.array([best[(int(groups[i]), key)][1] != i for i, key in enumerate(keys)])
+    """True for a node whose name (case-folded) a node of a preferred kind in its group also has
+    (the nodes ``LinkIndex.search`` never returns)."""
+    out = np.zeros(len(names), dtype=bool)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        preferred = preferred_copies([names[i] for i in idx], [kinds[i] for i in idx], kind_order)
+        out[idx] = preferred != np.arange(len(idx))
+    return out
 
 
 def retrieval(scores_top: np.ndarray, rows_top: np.ndarray, truth: np.ndarray) -> dict[str, float]:

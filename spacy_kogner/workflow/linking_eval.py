@@ -136,10 +136,6 @@ def evaluate_linking(
     row_of = {nid: i for i, nid in enumerate(index.node_ids)}
     tfidf = TfidfLinker(index.names, index.kinds)
 
-    def canonical(row: int, kinds: list[str]) -> int:
-        rows, _, canon = index._group(tuple(kinds))
-        return int(canon[int(np.searchsorted(rows, row))])
-
     table: dict[str, Any] = {m: {} for m in METHODS}
     dense_only: list[dict[str, Any]] = []
     for corpus in corpora:
@@ -153,7 +149,7 @@ def evaluate_linking(
         pipe.settings.routes = routes
         t0 = time.perf_counter()
         allowed = [index.labels[m.label]["kg_kinds"] for m in mentions]
-        results["tfidf"] = tfidf.resolve([m.text for m in mentions], allowed, canonical)
+        results["tfidf"] = tfidf.resolve([m.text for m in mentions], allowed, index.canonical)
         table["tfidf"][corpus] = score(results["tfidf"], truth, time.perf_counter() - t0)
         for i, (a, c) in enumerate(zip(results["dictionary"], results["both"], strict=True)):
             if a.row is None and c.row is not None and c.route == "dense":

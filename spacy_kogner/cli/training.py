@@ -51,29 +51,8 @@ def build_link_index_cmd(
     --build.steps 800)."""
     from ..training.link_index import build_link_index
 
-    overrides = overrides_of(ctx)
-    metrics = build_link_index(config, output, overrides)
-    typer.echo(
-        json.dumps(
-            {
-                k: metrics[k]
-                for k in (
-                    "nodes",
-                    "train_pairs",
-                    "dev_retrieval",
-                    "threshold",
-                    "threshold_at",
-                    "index_bytes",
-                    "seconds",
-                )
-            },
-            indent=2,
-        )
-    )
+    metrics = build_link_index(config, output, overrides_of(ctx), pipeline_out)
+    keys = ("nodes", "train_pairs", "dev_retrieval", "threshold", "threshold_at", "index_bytes", "seconds")
+    typer.echo(json.dumps({k: metrics[k] for k in keys}, indent=2))
     if pipeline_out is not None:
-        import spacy
-
-        nlp = spacy.load(metrics["pipeline"])
-        nlp.add_pipe("kogner_linker", config={"index": str(output)})
-        nlp.to_disk(pipeline_out)
         typer.echo(f"Pipeline with kogner_linker: {pipeline_out}")

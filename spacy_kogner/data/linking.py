@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import Section, require
+from ..config import Section
 from ..pipeline.dictionary import (
     _DIGITS,
     RULES,
@@ -56,10 +56,6 @@ class LinkingSettings(DictionarySettings, Section):
     fuzzy_min_chars: int
     report_examples: int
     report_seed: int
-
-    def __post_init__(self) -> None:
-        bad = [r for r in self.rules if r not in RULES]
-        require(not bad, f"Unknown linking rule(s) {bad}; known: {list(RULES)}")
 
 
 @dataclass

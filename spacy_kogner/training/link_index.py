@@ -29,7 +29,6 @@ linked are linked right by the dense route alone at ``target_precision`` or bett
 from __future__ import annotations
 
 import json
-import random
 import re
 import time
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from ..data.corpus import find_split, resolve_corpus_dir
 from ..data.labels import load_label_table
 from ..data.linking import Linker, LinkingSettings, read_synonyms
 from ..data.readers import read_corpus
+from ..pipeline.component import KognerComponent
 from ..pipeline.kb_index import LinkIndex, SpanProjector, preferred_copies, projection_mlp
 from ..teacher.store import HStore
 
@@ -318,8 +318,14 @@ def tune_threshold(scores: np.ndarray, correct: np.ndarray, target: float) -> tu
     return float(scores[order[k]]), {"precision": float(precision[k]), "coverage": float((k + 1) / len(order))}
 
 
-def build_link_index(config_path: str | Path, output: str | Path, overrides: dict[str, Any] | None = None) -> dict:
-    """Fit the projections, project the KG, tune the NIL threshold; write the index and metrics."""
+def build_link_index(
+    config_path: str | Path,
+    output: str | Path,
+    overrides: dict[str, Any] | None = None,
+    pipeline_out: str | Path | None = None,
+) -> dict:
+    """Fit the projections, project the KG, tune the NIL threshold; write the index and metrics,
+    and with ``pipeline_out`` also the config's pipeline with a ``kogner_linker`` pipe."""
     import spacy
 
     cfg = load_config(resolve_config_path(config_path), overrides)
@@ -327,12 +333,9 @@ def build_link_index(config_path: str | Path, output: str | Path, overrides: dic
     paths = cfg["paths"]
     if s.num_threads:
         torch.set_num_threads(s.num_threads)
-    random.seed(s.seed)
     t0 = time.perf_counter()
     nlp = spacy.load(paths["pipeline"])
-    pipe = next(
-        (nlp.get_pipe(n) for n in nlp.pipe_names if nlp.get_pipe(n).__class__.__name__ == "KognerComponent"), None
-    )
+    pipe = next((p for _, p in nlp.pipeline if isinstance(p, KognerComponent)), None)
     if pipe is None:
         raise ValueError(f"{paths['pipeline']}: no kogner pipe to read span vectors from")
     model = pipe.ensure_model()
@@ -348,10 +351,10 @@ def build_link_index(config_path: str | Path, output: str | Path, overrides: dic
         raise ValueError(f"none of the labels {names} maps to a KG kind in {paths['labels']}")
     kind_group: dict[str, int] = {}
     label_of_kind: dict[str, str] = {}
-    groups_of_label: dict[str, int] = {}
+    groups_of_label: dict[tuple[str, ...], int] = {}
     for lab, info in labels.items():
         key = tuple(info["kg_kinds"])
-        g = groups_of_label.setdefault(str(key), len(groups_of_label))
+        g = groups_of_label.setdefault(key, len(groups_of_label))
         for kind in key:
             kind_group.setdefault(kind, g)
             label_of_kind.setdefault(kind, lab)
@@ -368,7 +371,7 @@ def build_link_index(config_path: str | Path, output: str | Path, overrides: dic
     scope_groups = np.array([kind_group[store.kinds[r]] for r in scope_rows])
 
     def group_of(p: Pair) -> int:
-        return int(groups_of_label[str(tuple(labels[p.label]["kg_kinds"]))])
+        return groups_of_label[tuple(labels[p.label]["kg_kinds"])]
 
     train: list[Pair] = []
     dev: list[Pair] = []
@@ -385,14 +388,13 @@ def build_link_index(config_path: str | Path, output: str | Path, overrides: dic
         and usable(p, model.max_width, model.max_words)
     ]
     train = cap_per_node(train, s.max_pairs_per_node, s.seed)  # also sets the centre when steps = 0
-    dev = [p for p in dev if usable(p, model.max_width, model.max_words)]
-    dev = [p for p in dev if p.row is None or local[p.row] >= 0]
+    dev = [p for p in dev if usable(p, model.max_width, model.max_words) and (p.row is None or local[p.row] >= 0)]
     if s.context == "mention":
         train, dev = [read_alone(p) for p in train], [read_alone(p) for p in dev]
     if s.names:
         train += node_name_pairs(
             store,
-            {k: table_prompt(labels, label_of_kind, k) for k in kind_group},
+            {k: labels[label_of_kind[k]]["prompt"] for k in kind_group},  # the first label linking to it
             label_of_kind,
             min(s.max_name_words, model.max_width),
         )
@@ -468,9 +470,7 @@ def build_link_index(config_path: str | Path, output: str | Path, overrides: dic
     out = Path(output)
     index.save(out)
     (out / "build_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf8")
+    if pipeline_out is not None:
+        nlp.add_pipe("kogner_linker", config={"index": str(out)})
+        nlp.to_disk(pipeline_out)
     return metrics
-
-
-def table_prompt(labels: dict[str, dict[str, Any]], label_of_kind: dict[str, str], kind: str) -> str:
-    """The prompt a node's name is read under: the prompt of the first index label that links to its kind."""
-    return labels[label_of_kind[kind]]["prompt"]

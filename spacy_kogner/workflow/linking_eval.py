@@ -134,7 +134,10 @@ def evaluate_linking(
     settings = LinkingSettings.from_section(load_config(resolve_config_path(linking_cfg))["linking"])
     reference = Linker(index.node_ids, index.names, index.kinds, load_label_table(labels_cfg), settings)
     row_of = {nid: i for i, nid in enumerate(index.node_ids)}
+    tracemalloc.start()  # the TF-IDF build's peak memory, for the table
     tfidf = TfidfLinker(index.names, index.kinds)
+    tfidf_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
 
     table: dict[str, Any] = {m: {} for m in METHODS}
     dense_only: list[dict[str, Any]] = []
@@ -158,10 +161,6 @@ def evaluate_linking(
                     "node": index.node_ids[c.row], "name": index.names[c.row], "kind": index.kinds[c.row],
                     "score": round(c.score, 4), "sentence": context[i],
                 })  # fmt: skip
-    tracemalloc.start()
-    TfidfLinker(index.names, index.kinds)
-    tfidf_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
     table["sizes"] = {
         "index_nodes": len(index.node_ids),
         "dense_index_bytes": index.nbytes(),

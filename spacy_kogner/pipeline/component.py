@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import re
 import shutil
 import tempfile
@@ -418,7 +419,8 @@ class KognerComponent(BatchPipe):
             if not cfg_file.is_file():
                 raise ModelLoadError(f"kogner component folder {path} is missing {CFG_FILE}")
             try:
-                cfg = srsly.read_json(cfg_file)
+                # json, not srsly: ujson reads the tuned threshold "0.35" as 0.35000000000000003
+                cfg = json.loads(cfg_file.read_text(encoding="utf8"))
             except ValueError as err:
                 raise ModelLoadError(f"{cfg_file} is not valid JSON: {err}") from err
             if not isinstance(cfg, dict):

@@ -12,8 +12,11 @@ For each entity (``doc.ents``, and the spans of the span group ``spans_key`` whe
    scoped by the Doc (the real document), type agreement; the first rule that hits gives the
    candidates, best first.
 2. **dense**, where the dictionary finds nothing (or finds several nodes and ``rerank`` is on):
-   the span's vector from the student, projected by ``MLP_span``, against the projected teacher
-   rows of the label's KG kinds (``kb_index.py``); below ``threshold`` the entity stays NIL.
+   the span's vector from the student (of the in-document long form for a defined abbreviation),
+   projected by ``MLP_span``, against the projected teacher rows of the label's KG kinds
+   (``kb_index.py``). Its NIL model (``_accept``): of the nearest nodes above ``threshold``, only
+   one whose name agrees with the mention's words links; an abbreviation the document does not
+   define, or no agreeing node, stays NIL.
 
 Results: ``span.kb_id_`` = the node id, ``span._.kb_name``, ``span._.kb_score`` (1.0 for a
 dictionary hit, the cosine for a dense one), ``span._.kb_route`` and ``span._.kb_candidates``
@@ -23,6 +26,7 @@ dictionary hit, the cosine for a dense one), ``span._.kb_route`` and ``span._.kb
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +40,15 @@ from spacy.tokens import Doc, Span, SpanGroup
 from spacy.util import minibatch
 
 from .component import BatchPipe
-from .dictionary import DictionaryLinker, DictionarySettings, find_abbreviations
+from .dictionary import (
+    DictionaryLinker,
+    DictionarySettings,
+    find_abbreviations,
+    long_form,
+    looks_like_abbreviation,
+    name_similarity,
+    names_agree,
+)
 from .kb_index import INDEX_FILES, LinkIndex, LinkIndexError
 
 CFG_FILE = "kogner_linker.json"
@@ -51,10 +63,19 @@ class LinkerSettings:
 
     index: str = ""  # a build-link-index folder, read when the pipe is created ("" = from to_disk)
     kogner_pipe: str = "kogner"  # the pipe whose span model gives dense span vectors
-    # "dense" is opt-in: on NCBI-disease + BC5CDR test, 1 of 100 hand-checked links that only the
-    # dense route made was right (docs/results/linking.md); it is for indexes that prove better
-    routes: list[str] = dataclasses.field(default_factory=lambda: ["dictionary"])
-    threshold: float = -1.0  # dense NIL threshold; < 0 = the one tuned on dev when the index was built
+    # the dictionary, then the dense route where it finds nothing (docs/results/linking.md)
+    routes: list[str] = dataclasses.field(default_factory=lambda: ["dictionary", "dense"])
+    # The dense route's NIL model for mentions the dictionary misses (``_accept``), chosen on dev
+    # mentions of NCBI-disease + BC5CDR (docs/results/linking.md): of the ``dense_candidates``
+    # nearest nodes scoring >= ``threshold`` (< 0 = the index's own, tuned without a name check),
+    # keep those whose name is within ``min_name_similarity`` (char 3-gram Dice) of the mention (or
+    # its in-document long form) and agrees with it word by word (``names_agree``, at most
+    # ``name_extra_words`` extra words); link the closest. min_name_similarity = 0 turns the name
+    # check off (dense neighbours alone: 1 of 100 such links was right).
+    threshold: float = 0.5
+    dense_candidates: int = 20
+    min_name_similarity: float = 0.7
+    name_extra_words: int = 0
     top_k: int = 5
     # order several dictionary nodes by the dense score (off: it agreed with the dictionary's
     # hand-checked kind order on 97.5 % of BC5CDR test mentions)
@@ -70,8 +91,10 @@ class LinkerSettings:
             raise LinkIndexError(
                 f"kogner_linker routes must be a non-empty subset of {list(ROUTES)}, got {self.routes}"
             )
-        if self.top_k < 1 or self.batch_size < 1 or self.context_words < 1:
-            raise LinkIndexError("kogner_linker: top_k, batch_size and context_words must be >= 1")
+        if min(self.top_k, self.batch_size, self.context_words, self.dense_candidates) < 1:
+            raise LinkIndexError("kogner_linker: top_k, dense_candidates, batch_size and context_words must be >= 1")
+        if not 0 <= self.min_name_similarity <= 1 or self.name_extra_words < 0:
+            raise LinkIndexError("kogner_linker: min_name_similarity must be in [0, 1], name_extra_words >= 0")
 
 
 DEFAULT_CONFIG = {f.name: getattr(LinkerSettings(), f.name) for f in dataclasses.fields(LinkerSettings)}
@@ -85,6 +108,9 @@ def make_kogner_linker(
     kogner_pipe: str,
     routes: list[str],
     threshold: float,
+    dense_candidates: int,
+    min_name_similarity: float,
+    name_extra_words: int,
     top_k: int,
     rerank: bool,
     spans_key: str,
@@ -97,6 +123,9 @@ def make_kogner_linker(
         kogner_pipe,
         list(routes),
         threshold,
+        dense_candidates,
+        min_name_similarity,
+        name_extra_words,
         top_k,
         rerank,
         spans_key,
@@ -223,18 +252,20 @@ class KognerLinker(BatchPipe):
                 if len(rows) == 1 or not self.settings.rerank or model is None:
                     out[i] = Resolution(rows[0], 1.0, "dictionary", [(r, 1.0) for r in rows[: self.settings.top_k]])
                     continue
-            if model is not None:
+            if model is not None and (i in dict_rows or self._dense_query(m) is not None):
                 dense_todo.append(i)
             elif out[i] is None:
                 out[i] = Resolution(None, 0.0, "nil", [])
         if dense_todo:
-            vectors = self._vectors(model, [mentions[i] for i in dense_todo])
+            queries_m = [mentions[i] if i in dict_rows else self._dense_query(mentions[i]) for i in dense_todo]
+            vectors = self._vectors(model, queries_m)
             queries = index.project(vectors)
             by_kinds: dict[tuple[str, ...], list[int]] = {}
             for j, i in enumerate(dense_todo):
                 by_kinds.setdefault(tuple(index.labels[mentions[i].label]["kg_kinds"]), []).append(j)
             for kinds, js in by_kinds.items():
-                rows_k, scores_k = index.search(queries[js], kinds, self.settings.top_k)
+                k = max(self.settings.top_k, self.settings.dense_candidates)
+                rows_k, scores_k = index.search(queries[js], kinds, k)
                 for j, rows, scores in zip(js, rows_k, scores_k, strict=True):
                     i = dense_todo[j]
                     cands = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True) if r >= 0]
@@ -242,11 +273,46 @@ class KognerLinker(BatchPipe):
                         cosines = index.vectors[dict_rows[i]].astype(np.float32) @ queries[j]
                         ranked = [(dict_rows[i][k], float(cosines[k])) for k in np.argsort(-cosines, kind="stable")]
                         out[i] = Resolution(ranked[0][0], 1.0, "dictionary", ranked[: self.settings.top_k])
-                    elif cands and cands[0][1] >= self.threshold:
-                        out[i] = Resolution(cands[0][0], cands[0][1], "dense", cands)
+                        continue
+                    hit = self._accept(queries_m[j].text, cands[: self.settings.dense_candidates])
+                    top = cands[: self.settings.top_k]
+                    if hit is not None:
+                        out[i] = Resolution(hit[0], hit[1], "dense", top)
                     else:
-                        out[i] = Resolution(None, cands[0][1] if cands else 0.0, "nil", cands)
+                        out[i] = Resolution(None, cands[0][1] if cands else 0.0, "nil", top)
         return [r if r is not None else Resolution(None, 0.0, "nil", []) for r in out]
+
+    def _dense_query(self, m: Mention) -> Mention | None:
+        """What the dense route reads for a mention the dictionary missed: the mention, or its
+        in-document long form (an index of names read alone); None for an abbreviation the
+        document does not define. Read without its definition, "BZS" or "VAL" names nothing a
+        vector can find: on NCBI-disease + BC5CDR test they were the largest group of wrong dense
+        links (docs/results/linking.md)."""
+        expanded = long_form(m.text, m.abbreviations) if m.abbreviations else None
+        if expanded and self._require_index().meta.get("context", "mention") == "mention":
+            words = expanded.split()
+            return Mention(expanded, m.label, words, 0, len(words) - 1, m.abbreviations)
+        return None if looks_like_abbreviation(m.text) and not expanded else m
+
+    def _accept(self, text: str, cands: list[tuple[int, float]]) -> tuple[int, float] | None:
+        """The dense route's NIL model: of the nearest nodes whose score passes the threshold,
+        the one whose name is closest to the mention's text, if its name agrees with it. Dense
+        neighbours alone linked concepts the KG does not hold to unrelated nodes of similar
+        meaning ("migraine with aura" to Migraine without aura, "BZS" to Spermatocele); a
+        neighbour that also agrees in its words is a spelling variant, an inflection or a synonym
+        ("streptozotocin" / Streptozocin, "nephrotoxic" / Nephrotoxicity)."""
+        assert self.index is not None
+        s = self.settings
+        passing = [(row, score) for row, score in cands if score >= self.threshold]
+        if not s.min_name_similarity:
+            return passing[0] if passing else None
+        best: tuple[float, float, int] | None = None
+        for row, score in passing:
+            name = self.index.names[row]
+            similarity = name_similarity(text, name)
+            if similarity >= s.min_name_similarity and names_agree(text, name, s.name_extra_words):
+                best = max(best or (similarity, score, row), (similarity, score, row))
+        return (best[2], best[1]) if best is not None else None
 
     def _vectors(self, model: Any, mentions: list[Mention]) -> Any:
         """Span vectors of the mentions, batched by label prompt (the prompt is read with the text)."""
@@ -349,7 +415,9 @@ class KognerLinker(BatchPipe):
         path = Path(path)
         if (path / CFG_FILE).is_file():
             try:
-                saved = srsly.read_json(path / CFG_FILE)
+                # json, not srsly: its ujson reads "0.7" as 0.7000000000000001, and a name exactly
+                # at min_name_similarity (convulsive / Convulsion) stopped linking after a round trip
+                saved = json.loads((path / CFG_FILE).read_text(encoding="utf8"))
                 self.settings = LinkerSettings(**{**saved, "index": ""})
             except (ValueError, TypeError) as err:
                 raise LinkIndexError(f"{path / CFG_FILE}: unusable linker settings ({err})") from None

@@ -11,7 +11,14 @@ import pytest
 
 from spacy_kogner.data.labels import LabelInfo
 from spacy_kogner.data.linking import LinkingSettings
-from spacy_kogner.pipeline.dictionary import DictionaryError, DictionaryLinker, DictionarySettings
+from spacy_kogner.pipeline.dictionary import (
+    DictionaryError,
+    DictionaryLinker,
+    DictionarySettings,
+    looks_like_abbreviation,
+    name_similarity,
+    names_agree,
+)
 
 NODES = [
     ("Gene::8915", "BCL10", "Gene"),
@@ -98,3 +105,39 @@ def test_settings_round_trip_and_reject_unknown_keys() -> None:
     assert DictionarySettings.from_dict(values) == DictionarySettings(**values)
     with pytest.raises(DictionaryError, match="unknown keys \\['typo'\\]"):
         DictionarySettings.from_dict({**values, "typo": 1})
+
+
+@pytest.mark.parametrize(
+    ("mention", "name", "agree"),
+    [
+        # right dense links among dictionary misses (docs/results/linking_dense_check.tsv)
+        ("streptozotocin", "Streptozocin", True),
+        ("nephrotoxic", "Nephrotoxicity", True),
+        ("leucopenia", "Leukopenia", True),
+        ("post - transplantation lymphoproliferative disorder", "Post transplant lymphoproliferative disorder", True),
+        # other concepts that share most letters
+        ("migraine with aura", "Migraine without aura", False),
+        ("deoxycholic acid", "Chenodeoxycholic acid", False),
+        ("ventricular tachyarrhythmia", "Supraventricular tachyarrhythmia", False),
+        ("chronic hepatitis C", "Chronic hepatitis B", False),
+        # a word more: the node is broader or narrower than the mention
+        ("chronic hepatitis C", "Hepatitis C", False),
+        ("tissue injury", "Soft tissue injury", False),
+    ],
+)
+def test_names_agree_word_by_word(mention: str, name: str, agree: bool) -> None:
+    assert names_agree(mention, name) is agree
+
+
+def test_extra_words_and_similarity() -> None:
+    assert names_agree("chronic hepatitis C", "Hepatitis C", extra_words=1)
+    assert not names_agree("", "Hepatitis C", extra_words=5)
+    assert name_similarity("Diazepam", "diazepam") == 1.0
+    assert name_similarity("leucopenia", "Leukopenia") >= 0.7 > name_similarity("lorazepam", "Diazepam")
+
+
+@pytest.mark.parametrize(
+    ("text", "short"), [("BZS", True), ("cGMP", True), ("Ca", True), ("Bcl2", False), ("tamoxifen", False)]
+)
+def test_what_looks_like_an_abbreviation(text: str, short: bool) -> None:
+    assert looks_like_abbreviation(text) is short

@@ -120,3 +120,39 @@ def test_a_pipe_without_an_index_says_how_to_get_one(tmp_path):
     pipe = nlp.add_pipe("kogner_linker", name="missing", config={"index": str(tmp_path / "nowhere")})
     with pytest.raises(LinkIndexError, match="nodes.tsv is missing"):
         pipe(nlp.make_doc("x"))
+
+
+def test_dense_nil_model_links_spelling_variants_and_nothing_else(make_nlp, index_dir):
+    """With the name check, the dense route links a misspelt name (also through its in-document
+    long form) but leaves another drug, and an abbreviation the document does not define, NIL;
+    without it the nearest compound is linked whatever it is."""
+    nlp = linked_nlp(make_nlp, index_dir, threshold=0.0)
+    text = "Diazepame ( DZP ) or lorazepam ; DZP , then LZP ."
+    doc = run_linker(nlp, text, [(0, 1, "Chemical"), (5, 6, "Chemical"), (7, 8, "Chemical"), (10, 11, "Chemical")])
+    got = {e.text: (e.kb_id_, e._.kb_route) for e in doc.ents}
+    assert got["Diazepame"] == ("Compound::DB00829", "dense")
+    assert got["DZP"] == ("Compound::DB00829", "dense")  # read as its long form "Diazepame"
+    assert got["lorazepam"] == ("", "nil")
+    assert got["LZP"] == ("", "nil") and next(e for e in doc.ents if e.text == "LZP")._.kb_candidates == []
+    plain = linked_nlp(make_nlp, index_dir, threshold=0.0, min_name_similarity=0.0)
+    doc = run_linker(plain, "lorazepam", [(0, 1, "Chemical")])
+    assert doc.ents[0]._.kb_route == "dense" and doc.ents[0].kb_id_.startswith("Compound::")
+
+
+@pytest.mark.parametrize("config", [{"min_name_similarity": 1.5}, {"name_extra_words": -1}, {"dense_candidates": 0}])
+def test_bad_dense_settings_are_refused(make_nlp, index_dir, config):
+    with pytest.raises(LinkIndexError):
+        linked_nlp(make_nlp, index_dir, **config)
+
+
+def test_a_name_exactly_at_the_similarity_setting_links_after_a_round_trip(make_nlp, index_dir, tmp_path):
+    """ "diazepamolum" / Diazepam share exactly 0.7 of their 3-grams (14 / 20); a saved pipeline
+    reads the 0.7 setting back as 0.7000000000000001, which must not turn the link into a NIL
+    (it did: "convulsive" / Convulsion, "leucopenia" / Leukopenia)."""
+    from spacy_kogner.pipeline.dictionary import name_similarity
+
+    assert name_similarity("diazepamolum", "Diazepam") == 0.7
+    linked_nlp(make_nlp, index_dir, threshold=0.0, min_name_similarity=0.7).to_disk(tmp_path / "pipe")
+    loaded = spacy.load(tmp_path / "pipe")
+    doc = run_linker(loaded, "diazepamolum", [(0, 1, "Chemical")])
+    assert doc.ents[0].kb_id_ == "Compound::DB00829"

@@ -92,3 +92,19 @@ def indomain_study_cmd(
     for corpus, entry in table.items():
         scores = ", ".join(f"{s} {entry[s]:.1f}" for s in ("kogner", "spacy_cnn", "spacy_trf") if s in entry)
         typer.echo(f"{corpus}: {scores}")
+
+
+@app.command("kg-study", context_settings=OVERRIDES)
+def kg_study_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Argument(Path("configs/kg_study.cfg"), help="Study config"),
+    only: str = typer.Option("", help="Train one regime only"),
+    summary_only: bool = typer.Option(
+        False, "--summary-only", help="Write the summary from the finished runs; train nothing"
+    ),
+) -> None:
+    """Does the KG help? b = 0 vs KG shares, paired by seed, per regime; kg_study.json/.md/.png."""
+    from ..workflow.kg_study import render_markdown, run_study
+
+    summary = run_study(config, overrides_of(ctx), only, summary_only=summary_only)
+    typer.echo(render_markdown(summary))

@@ -15,6 +15,7 @@ and step (``batches.py``), and the same command continues from the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -38,10 +39,12 @@ from ..repro import peak_rss_mb, seed_everything
 from ..run_summary import RunSummary
 from . import checkpoint
 from .batches import BatchPlan, Prefetcher, Record, read_records
-from .heads import DIST_LOSSES, DistillHeads, dist_loss
+from .heads import DIST_LOSSES, FROZEN_TEACHER, DistillHeads, dist_loss
+from .kg_term import TEACHER_ROWS, ShareBalancer, TeacherBank, bank_infonce, bank_scores, retrieval_counts
 
 SECTIONS = ("paths", "model", "heads", "training")
 SCHEDULERS = ("cosine", "linear")
+LOSS_NORMS = ("sum", "per_span")
 SPAN_DROPOUTS = ("shared", "full")
 
 
@@ -81,6 +84,15 @@ class HeadSettings:
     hidden: int
     shared: int
     dropout: float
+    # z-score H's columns over all nodes and scale each block by weight / sqrt(width) (kg_term.py)
+    standardise: bool
+    block_weights: list[float]
+    # "kg" (each node's own row of H) or "shuffled" (rows permuted within each kind: the control)
+    teacher_rows: str
+
+    def __post_init__(self) -> None:
+        require(all(w >= 0 for w in self.block_weights), "heads.block_weights must be >= 0")
+        require(self.teacher_rows in TEACHER_ROWS, f"heads.teacher_rows must be one of {TEACHER_ROWS}")
 
 
 @dataclass
@@ -108,6 +120,9 @@ class TrainingSettings:
     focal_alpha: float
     focal_gamma: float
     loss_reduction: str
+    loss_norm: str
+    share_balance: bool
+    balance_momentum: float
     eval_every: int
     evals_per_epoch: float
     checkpoint_every: int
@@ -115,6 +130,7 @@ class TrainingSettings:
     eval_batch_size: int
     tune_threshold: list[float]
     max_train_sentences: int
+    train_fraction: float
     max_dev_sentences: int
     device: str
     stop_after: int
@@ -134,6 +150,9 @@ class TrainingSettings:
         require(self.precision in PRECISIONS, f"training.precision must be one of {PRECISIONS}")
         require(self.prefetch in PREFETCH, f"training.prefetch must be one of {PREFETCH}, got {self.prefetch!r}")
         require(all(0 < x < 1 for x in self.tune_threshold), "training.tune_threshold values must be in (0, 1)")
+        require(self.loss_norm in LOSS_NORMS, f"training.loss_norm must be one of {LOSS_NORMS}, got {self.loss_norm!r}")
+        require(0 <= self.balance_momentum < 1, "training.balance_momentum must be in [0, 1)")
+        require(0 < self.train_fraction <= 1, "training.train_fraction must be in (0, 1]")
 
 
 @dataclass
@@ -189,7 +208,7 @@ class Distiller:
         seed_everything(t.seed)
         paths = self.config.paths
         self.label_table = load_label_table(paths.labels)
-        self.train = read_records(paths.train, t.max_train_sentences)
+        self.train = _fraction(read_records(paths.train, t.max_train_sentences), t.train_fraction, t.seed)
         self.dev = read_records(paths.dev, t.max_dev_sentences) if paths.dev else []
         self.test = read_records(paths.test) if paths.test else []
         if not self.train:
@@ -208,10 +227,14 @@ class Distiller:
         self.student.set_precision(t.precision)
         self.store = self._load_teacher(paths.teacher) if paths.teacher else None
         h = self.config.heads
+        self.bank = None
+        if self.store is not None:
+            self.bank = TeacherBank(self.store, h.standardise, h.block_weights, h.teacher_rows)
         teacher_dim = self.store.dim if self.store is not None else 1
-        frozen = t.dist_loss == "mse_frozen"
+        frozen = t.dist_loss in FROZEN_TEACHER
         self.heads = DistillHeads(self.student.hidden_size, teacher_dim, h.hidden, h.shared, h.dropout, frozen)
         self.heads.to(self.device)
+        self.balancer = ShareBalancer(t.balance_momentum)
         self.collator = training_collator(self.student.gliner)
         self.batches = Prefetcher(self._batch, self.steps, _prefetch_on(t.prefetch, self.device))
         self.optimizer = self._make_optimizer()
@@ -268,6 +291,9 @@ class Distiller:
         ahead in another thread and a resumed run sees the same batches."""
         records = [self.train[i] for i in self.plan(step)]
         rng = random.Random(f"{self.t.seed}:{step}")  # label-prompt order of this step's sentences
+        return self._collate(records, rng), records
+
+    def _collate(self, records: list[Record], rng: random.Random) -> dict[str, Any]:
         items = []
         for r in records:
             prompts = [label_prompt(lbl, self.label_table) for lbl in r.labels]
@@ -280,7 +306,7 @@ class Distiller:
         batch = self.collator(items)
         if self.device.type == "cuda":  # page-locked: the copy to the device runs asynchronously
             batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        return batch, records
+        return batch
 
     def _linked(self, records: list[Record], n_words: int) -> tuple[list[tuple[int, int, int]], list[int]]:
         """(batch row, start, width index) and H row of every linked span that the model scored."""
@@ -309,16 +335,21 @@ class Distiller:
                 inputs, index, alpha=self.t.focal_alpha, gamma=self.t.focal_gamma, reduction=self.t.loss_reduction
             )
         l_lang = l_lang.float()
+        if self.t.loss_norm == "per_span":  # per gold (span, label) pair the batch scored
+            l_lang = l_lang / inputs["labels"].sum().clamp(min=1)
         l_dist = torch.zeros((), device=self.device)
         var = float("nan")
         if distil:
-            assert self.store is not None
-            h = torch.from_numpy(self.store.rows(rows)).to(self.device)  # only these rows are read
-            student, teacher = self.heads(spans.float(), h)
-            l_dist = dist_loss(self.t.dist_loss, student, teacher, rows, self.t.temperature)
-            if len(rows) > 1:
-                var = float(teacher.detach().var(0).mean())
-        loss = self.t.a * l_lang + self.t.b * l_dist
+            assert self.bank is not None
+            l_dist, var = self._dist_loss(spans.float(), rows)
+            if self.t.loss_norm == "per_span":
+                l_dist = l_dist / len(rows)
+        scale = 1.0
+        if self.t.share_balance and self.t.b > 0:
+            self.balancer.update(l_lang.item(), l_dist.item() if distil else None)
+            scale = self.balancer.scale()
+        loss = self.t.a * l_lang + self.t.b * scale * l_dist
+        share = self.t.b * scale * l_dist.item() / max(self.t.a * l_lang.item(), 1e-12)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -327,7 +358,59 @@ class Distiller:
         self.scheduler.step()
         return {
             "loss": loss.item(), "l_lang": l_lang.item(), "l_dist": l_dist.item(), "linked_spans": len(where),
-            "teacher_var": var, "lr": self.scheduler.get_last_lr()[0], "words": int(inputs["span_idx"].size(1)),
+            "dist_share": share, "dist_scale": scale, "teacher_var": var, "lr": self.scheduler.get_last_lr()[0],
+            "words": int(inputs["span_idx"].size(1)),
+        }  # fmt: skip
+
+    def _dist_loss(self, spans: torch.Tensor, rows: list[int]) -> tuple[torch.Tensor, float]:
+        """L_dist (summed over the linked spans) and the projected teacher's variance (collapse watch)."""
+        assert self.bank is not None
+        if self.t.dist_loss == "kg_infonce":
+            student = self.heads.mlp_span(spans)
+            return bank_infonce(student, rows, self.bank, self.heads.mlp_dist, self.t.temperature), float("nan")
+        h = torch.from_numpy(self.bank.rows(rows)).to(self.device)  # only these rows are read
+        student, teacher = self.heads(spans, h)
+        var = float(teacher.detach().var(0).mean()) if len(rows) > 1 else float("nan")
+        return dist_loss(self.t.dist_loss, student, teacher, rows, self.t.temperature), var
+
+    def kg_retrieval(self, records: list[Record]) -> dict[str, Any] | None:
+        """Evidence that knowledge went in: for every KG-linked span of ``records``, read in its
+        sentence as training reads it, the rank of its node among all nodes of the same kind by
+        cosine of MLP_span(span) and MLP_dist(teacher row) (frozen or not). Top-1 / top-10 in %,
+        with chance (the mean of k / kind size) beside them. None without a teacher or links."""
+        if self.bank is None:
+            return None
+        self.student.train(False)
+        self.heads.train(False)
+        self.bank.clear()  # MLP_dist may have been trained since the last call
+        hits, n, chance = {1: 0, 10: 0}, 0, {1: 0.0, 10: 0.0}
+        linked = [r for r in records if any(k and self._row(k) is not None for k in r.kge)]
+        size = self.t.eval_batch_size
+        with torch.no_grad():
+            for i in range(0, len(linked), size):
+                chunk = linked[i : i + size]
+                batch = self._collate(chunk, random.Random(0))
+                inputs = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                where, rows = self._linked(chunk, inputs["span_idx"].size(1) // self.student.max_width)
+                if not where:
+                    continue
+                index = tuple(torch.tensor(x, device=self.device) for x in zip(*where, strict=True))
+                with autocast(self.device, self.amp):
+                    _, spans = self.student.train_forward(inputs, index)
+                student = self.heads.mlp_span(spans.float())
+                scores = bank_scores(student, rows, self.bank, self.heads.mlp_dist, 1.0)
+                for k, v in retrieval_counts(scores).items():
+                    hits[k] += v
+                for logits, _ in scores:
+                    for k in chance:
+                        chance[k] += len(logits) * min(1.0, k / logits.size(1))
+                n += len(rows)
+        self.bank.clear()
+        if not n:
+            return None
+        return {
+            "spans": n, "top1": 100 * hits[1] / n, "top10": 100 * hits[10] / n,
+            "chance_top1": 100 * chance[1] / n, "chance_top10": 100 * chance[10] / n,
         }  # fmt: skip
 
     # ------------------------------------------------------------------- evaluation
@@ -403,7 +486,7 @@ class Distiller:
             "step": step, "best_f": best, "best_step": best_step, "elapsed_s": elapsed, "stale_evals": stale,
             "student": self.student.gliner.state_dict(), "heads": self.heads.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "rng": checkpoint.rng_state(),
+            "balancer": self.balancer.state_dict(), "rng": checkpoint.rng_state(),
         }  # fmt: skip
 
     def save_checkpoint(self, step: int, best: float, best_step: int, elapsed: float = 0.0, stale: int = 0) -> None:
@@ -418,6 +501,8 @@ class Distiller:
         self.heads.load_state_dict(state["heads"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "balancer" in state:
+            self.balancer.load_state_dict(state["balancer"])
         checkpoint.set_rng_state(state["rng"])
         return (
             int(state["step"]), float(state["best_f"]), int(state["best_step"]),
@@ -434,6 +519,9 @@ class Distiller:
         stop = min(steps, self.t.stop_after) if self.t.stop_after else steps
         log_path = self.out / "log.jsonl"
         _truncate_log(log_path, start)
+        retrieval_path = self.out / "retrieval.json"
+        if start == 0 or not retrieval_path.exists():  # the untrained student and heads
+            retrieval_path.write_text(json.dumps({"before": self.kg_retrieval(self.dev)}), encoding="utf8")
         t0 = time.time()
         budget_s = self.t.max_minutes * 60 if self.t.max_minutes else math.inf
         ended = "schedule"
@@ -474,6 +562,9 @@ class Distiller:
         self.pipeline().to_disk(self.out / "model-last")
         if not self.dev or best_step < 0:
             self.pipeline().to_disk(self.out / "model-best")
+        retrieval = json.loads(retrieval_path.read_text(encoding="utf8"))
+        retrieval["after"] = self.kg_retrieval(self.dev)  # the last student and heads
+        retrieval_path.write_text(json.dumps(retrieval), encoding="utf8")
         tuned = self._tune_threshold() if self.dev and best_step >= 0 else {}
         this_run = time.time() - t0
         summary = RunSummary(
@@ -487,6 +578,10 @@ class Distiller:
             device=str(self.device),
             details={
                 "a": self.t.a, "b": self.t.b, "dist_loss": self.t.dist_loss, "linked_share": self.linked_share,
+                "loss_norm": self.t.loss_norm, "share_balance": self.t.share_balance,
+                "block_weights": self.config.heads.block_weights if self.config.heads.standardise else None,
+                "teacher_rows": self.config.heads.teacher_rows,
+                "train_fraction": self.t.train_fraction, **_log_means(log_path), "kg_retrieval": retrieval,
                 "scheduled_steps": steps, "ended_by": ended, "epochs": done / self.plan.per_epoch,
                 "precision": "bf16" if self.amp is not None else "fp32", "batch_size": self.t.batch_size,
                 "bucket": self.t.bucket, "threshold": tuned.get("threshold", self.t.eval_threshold),
@@ -506,20 +601,31 @@ class Distiller:
             entry.update({f"test_{k}": v for k, v in self.evaluate(self.test)[self.t.eval_threshold].items()})
         return entry
 
+    @contextlib.contextmanager
+    def _student_from(self, pipeline_dir: Path) -> Iterator[None]:
+        """Evaluate a saved pipeline's span model in place of the training student for a while."""
+        saved = SpanModel.load(pipeline_dir / "kogner" / "model").to(self.device)
+        saved.set_precision(self.t.precision)
+        current, self.student = self.student, saved
+        try:
+            yield
+        finally:
+            self.student = current
+
+    def score_model(self, pipeline_dir: Path, records: list[Record], threshold: float) -> dict[str, float]:
+        """Exact-span P/R/F1 (0-1) of a saved pipeline's model on ``records`` at ``threshold``."""
+        with self._student_from(pipeline_dir):
+            return self.evaluate(records, [threshold])[threshold]
+
     def _tune_threshold(self) -> dict[str, Any]:
         """Pick the decision threshold on dev for the best model and save it in its config."""
         if not self.t.tune_threshold:
             return {}
-        best_model = SpanModel.load(self.out / "model-best" / "kogner" / "model").to(self.device)
-        best_model.set_precision(self.t.precision)
-        current, self.student = self.student, best_model
-        try:
+        with self._student_from(self.out / "model-best"):
             grid = sorted(set(self.t.tune_threshold) | {self.t.eval_threshold})
             scores = self.evaluate(self.dev, grid)
             threshold = max(grid, key=lambda t: (scores[t]["f"], -abs(t - self.t.eval_threshold)))
             self.pipeline(threshold=threshold).to_disk(self.out / "model-best")
-        finally:
-            self.student = current
         return {
             "threshold": threshold,
             "dev_f": scores[threshold]["f"],
@@ -554,6 +660,26 @@ def _truncate_log(log_path: Path, step: int) -> None:
         if entry.get("step", 0) <= step:
             kept.append(line)
     log_path.write_text("".join(line + "\n" for line in kept), encoding="utf8")
+
+
+def _fraction(records: list[Record], fraction: float, seed: int) -> list[Record]:
+    """A seeded random ``fraction`` of the training sentences (the same subset for every b at one
+    seed, so paired runs differ only in the loss), in corpus order."""
+    if fraction >= 1:
+        return records
+    keep = sorted(random.Random(f"subset:{seed}").sample(range(len(records)), max(1, round(fraction * len(records)))))
+    return [records[i] for i in keep]
+
+
+def _log_means(log_path: Path) -> dict[str, float | None]:
+    """The realised KG share (median over steps that carried linked spans) and linked spans per step."""
+    rows = list(iter_log(log_path))
+    shares = [r["dist_share"] for r in rows if r.get("linked_spans") and "dist_share" in r]
+    linked = [r.get("linked_spans", 0) for r in rows]
+    return {
+        "median_dist_share": float(np.median(shares)) if shares else None,
+        "mean_linked_spans": float(np.mean(linked)) if linked else None,
+    }
 
 
 def _median_step_s(log_path: Path) -> float | None:

@@ -3,8 +3,9 @@
 L_dist pulls the span vectors of KG-linked training spans towards the teacher's rows of
 H = [Z, Z', Z''] through two MLPs into a shared space. ``dist_loss`` picks the form:
 ``mse`` (the paper: both MLPs trained; has a collapsed trivial minimum), ``mse_frozen`` (MSE to
-a fixed random projection of H: cannot collapse) or ``infonce`` (normalised vectors, in-batch
-contrastive loss over linked spans; collapse costs log N).
+a fixed random projection of H: cannot collapse), ``infonce`` (normalised vectors, in-batch
+contrastive loss over linked spans; collapse costs log N) or ``kg_infonce`` (each linked span
+against every node of its kind through the frozen projection: ``kg_term.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DIST_LOSSES = ("mse", "mse_frozen", "infonce")
+DIST_LOSSES = ("mse", "mse_frozen", "infonce", "kg_infonce")
+# losses whose teacher projection MLP_dist stays at its seeded random initialisation
+FROZEN_TEACHER = ("mse_frozen", "kg_infonce")
 
 
 class DistillHeads(torch.nn.Module):

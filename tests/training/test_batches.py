@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_distill import CFG, SENTENCES, overrides
+from toy_distill import CFG, SENTENCES, overrides
 
 from spacy_kogner.data.readers import CorpusFormatError
 from spacy_kogner.training.batches import read_records

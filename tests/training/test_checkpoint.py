@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distill import CFG, overrides
+from toy_distill import CFG, overrides
 
 from spacy_kogner.config import load_config
 from spacy_kogner.training import checkpoint

@@ -3,62 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from toy_distill import CFG, overrides, write_corpus, write_teacher
 
 from spacy_kogner.config import ConfigError, load_config
 from spacy_kogner.training.distill import Distiller, check_config, distill
 from spacy_kogner.training.heads import DistillHeads, dist_loss
-
-REPO = Path(__file__).resolve().parents[2]
-CFG = REPO / "configs" / "distill.cfg"
-
-SENTENCES = [
-    (["Patients", "with", "cystic", "fibrosis", "were", "treated", "."], [(2, 3, "Disease")]),
-    (["Aspirin", "reduces", "fever", "."], [(0, 0, "Chemical"), (2, 2, "Disease")]),
-    (["Breast", "cancer", "is", "common", "in", "women", "."], [(0, 1, "Disease")]),
-    (["Ibuprofen", "was", "given", "for", "migraine", "."], [(0, 0, "Chemical"), (4, 4, "Disease")]),
-    (["No", "entities", "here", "."], []),
-    (["Cisplatin", "causes", "nephrotoxicity", "in", "rats", "."], [(0, 0, "Chemical"), (2, 2, "Disease")]),
-]
-
-
-def write_corpus(path: Path, link: bool) -> Path:
-    nodes = {"cystic fibrosis": "Disease::1", "Aspirin": "Compound::1", "Breast cancer": "Disease::2",
-             "Ibuprofen": "Compound::2", "Cisplatin": "Compound::3", "fever": "Symptom::1"}  # fmt: skip
-    records = []
-    for tokens, ner in SENTENCES:
-        kge = [nodes.get(" ".join(tokens[s : e + 1])) if link else None for s, e, _ in ner]
-        records.append({"tokenized_text": tokens, "ner": [list(x) for x in ner], "kge": kge,
-                        "corpus": "toy", "labels": ["Chemical", "Disease"]})  # fmt: skip
-    path.write_text(json.dumps(records))
-    return path
-
-
-def overrides(tmp: Path, **extra) -> dict:
-    base = {
-        "paths.train": str(write_corpus(tmp / "train.json", link=True)),
-        "paths.dev": str(write_corpus(tmp / "dev.json", link=False)),
-        "paths.teacher": "",
-        "training.b": 0.0,
-        "training.steps": 6,
-        "training.batch_size": 3,
-        "training.eval_every": 3,
-        "training.checkpoint_every": 2,
-        "training.warmup_ratio": 0.0,
-        # the base config trains to convergence; these runs are a few fixed steps
-        "training.epochs": 0,
-        "training.evals_per_epoch": 0,
-        "training.patience": 0,
-        "training.bucket": 0,
-        "training.precision": "fp32",
-        "training.tune_threshold": [],
-    }
-    base.update(extra)
-    return base
 
 
 def test_dist_loss_forms():
@@ -183,22 +136,7 @@ def test_no_linked_span_gives_zero_dist_loss_without_breaking_the_graph(tmp_path
     assert any(not torch.equal(a, b) for a, b in zip(before, head.parameters(), strict=True))
 
 
-def write_teacher(folder: Path) -> Path:
-    """A small real H store (random blocks) over the toy corpus's node ids."""
-    from spacy_kogner.teacher.store import write_store
-
-    ids = ["Disease::1", "Compound::1", "Disease::2", "Compound::2", "Compound::3", "Symptom::1", "Gene::9"]
-    rng = np.random.default_rng(0)
-    blocks = {
-        "Z": rng.normal(size=(7, 8)),
-        "Z_prime": rng.normal(size=(7, 4)),
-        "Z_double_prime": rng.normal(size=(7, 4)),
-    }
-    write_store(folder, blocks, ids, ids, [i.split("::")[0] for i in ids], {"test": True})
-    return folder
-
-
-@pytest.mark.parametrize("kind", ["mse", "mse_frozen", "infonce"])
+@pytest.mark.parametrize("kind", ["mse", "mse_frozen", "infonce", "kg_infonce"])
 def test_linked_spans_give_a_positive_dist_loss_that_reaches_the_encoder(tmp_path, kind):
     store = write_teacher(tmp_path / "teacher")
     cfg = load_config(
@@ -212,7 +150,8 @@ def test_linked_spans_give_a_positive_dist_loss_that_reaches_the_encoder(tmp_pat
     before = [p.detach().clone() for p in encoder.parameters()]
     parts = trainer.step(0)
     assert parts["linked_spans"] == 6 and parts["l_dist"] > 0
-    assert parts["teacher_var"] > 0
+    if kind != "kg_infonce":  # the bank's projected rows are a constant: no collapse to watch
+        assert parts["teacher_var"] > 0
     changed = sum(not torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
     assert changed > 0  # with a = 0 only L_dist moves the encoder
 
@@ -324,3 +263,40 @@ def test_prefetching_batches_changes_no_result(tmp_path):
 def test_an_unknown_prefetch_mode_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="training.prefetch must be one of"):
         distill(CFG, tmp_path / "run", overrides(tmp_path, **{"training.prefetch": "yes"}))
+
+
+def test_share_balance_makes_b_the_kg_share_and_retrieval_is_logged(tmp_path):
+    """b = 0.3 with share balancing: the first step's KG term is exactly 30 % of a·L_lang; the run
+    logs the realised share per step and writes top-1/top-10 retrieval before and after."""
+    store = write_teacher(tmp_path / "teacher")
+    ov = overrides(tmp_path, **{
+        "paths.teacher": str(store), "training.a": 1.0, "training.b": 0.3, "training.dist_loss": "kg_infonce",
+        "training.loss_norm": "per_span", "training.share_balance": True,
+        "paths.dev": str(write_corpus(tmp_path / "dev_linked.json", link=True)),
+    })  # fmt: skip
+    cfg = load_config(CFG, ov)
+    check_config(cfg, CFG)
+    parts = Distiller(cfg, tmp_path / "probe").step(0)
+    assert parts["linked_spans"] > 0 and parts["dist_share"] == pytest.approx(0.3, rel=1e-4)
+    summary = distill(CFG, tmp_path / "run", ov)
+    details = summary["details"]
+    assert 0.05 < details["median_dist_share"] < 1.0 and details["mean_linked_spans"] > 0
+    retrieval = json.loads((tmp_path / "run" / "retrieval.json").read_text())
+    assert retrieval == details["kg_retrieval"]
+    for when in ("before", "after"):
+        r = retrieval[when]
+        assert r["spans"] == 6 and 0 <= r["top1"] <= r["top10"] <= 100
+        assert r["chance_top10"] == pytest.approx(100.0)  # every kind of the toy store has <= 10 nodes
+
+
+def test_train_fraction_is_one_subset_per_seed_whatever_b(tmp_path):
+    store = write_teacher(tmp_path / "teacher")
+
+    def subset(seed: int, b: float) -> list[list[str]]:
+        ov = overrides(tmp_path, **{"paths.teacher": str(store), "training.train_fraction": 0.5,
+                                    "training.seed": seed, "training.b": b})  # fmt: skip
+        return [r.tokens for r in Distiller(load_config(CFG, ov), tmp_path / f"o{seed}{b}").train]
+
+    first = subset(1, 0.0)
+    assert len(first) == 3 and first == subset(1, 0.5)
+    assert any(subset(seed, 0.0) != first for seed in (2, 3, 4))

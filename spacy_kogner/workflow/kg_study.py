@@ -1,0 +1,284 @@
+"""The KG study: does distilling the knowledge graph make the student better, and where?
+
+``python -m spacy_kogner kg-study configs/kg_study.cfg`` trains, for every regime (a training
+corpus, possibly a seeded fraction of it), every seed and every arm, one student with the
+distillation config's settings, then scores its best model on the regime's full test split:
+
+* arms ``b0`` (plain GLiNER fine-tuning: the ablation), ``share<b>`` for each KG share b of
+  ``[study] shares`` (a = 1 with ``share_balance``, so b is the KG term's share of the loss),
+  and any named arm of ``[arms.<name>]`` listed in ``[study] arms`` (e.g. ``paper_literal``, the
+  paper's a = 0.8, b = 0.2 on the raw loss scale, or one H block only);
+* paired by seed: every arm of a seed sees the same training subset, batches and dropout masks.
+
+Each run folder keeps its run summary, log, retrieval evidence (``retrieval.json``: top-1/top-10
+of each dev linked span's node among all nodes of its kind, before and after training) and
+``test.json``; a finished run is skipped, so the command resumes. The summary
+(``kg_study.json`` / ``.md`` / ``.png`` in ``[paths] results``) gives per cell the per-seed F1,
+mean ± sd, the paired difference to ``b0`` with its sd, and ``gain``: true only where the paired
+difference is >= ``min_gain`` and larger than its own spread across seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import _flatten, load_config, read_section, require
+from ..run_summary import SUMMARY_FILE
+
+TEST_FILE = "test.json"
+
+
+@dataclass
+class StudySettings:
+    """``[study]``: the distillation config every run starts from, and what varies."""
+
+    distill_config: str
+    teacher: str
+    regimes: list[str]
+    seeds: list[int]
+    shares: list[float]
+    arms: list[str]
+    threads: int
+    min_gain: float
+    results: str
+    runs: str
+
+    def __post_init__(self) -> None:
+        require(len(self.seeds) >= 1, "[study] seeds: at least one seed")
+        require(all(0 < s < 1 for s in self.shares), "[study] shares must be in (0, 1): b = 0 always runs as b0")
+
+
+@dataclass
+class Regime:
+    """``[regimes.<name>]``: a training corpus (or a seeded fraction of it) with its dev and test."""
+
+    train: str
+    dev: str
+    test: str
+    fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(0 < self.fraction <= 1, "regime fraction must be in (0, 1]")
+
+
+def arm_overrides(arm: str, study: StudySettings, named: dict[str, Any]) -> dict[str, Any]:
+    """The distillation overrides that define one arm (on top of ``[distill]``)."""
+    if arm == "b0":
+        return {"training.b": 0.0}
+    if arm.startswith("share"):
+        return {"training.a": 1.0, "training.b": float(arm[5:]), "training.share_balance": True}
+    require(arm in named, f"[study] arms: {arm!r} has no [arms.{arm}] section")
+    return _flatten(named[arm])
+
+
+def arm_names(study: StudySettings) -> list[str]:
+    return ["b0", *(f"share{s:g}" for s in study.shares), *study.arms]
+
+
+def run_study(
+    config: str | Path,
+    overrides: dict[str, Any] | None = None,
+    only: str = "",
+    summary_only: bool = False,
+) -> dict[str, Any]:
+    """Train and score every (regime, arm, seed) not finished yet, then write the summary."""
+    cfg = load_config(config, overrides)
+    study = read_section(StudySettings, cfg["study"], "study")
+    regimes = {name: read_section(Regime, cfg["regimes"][name], f"regimes.{name}") for name in study.regimes}
+    base = _flatten(dict(cfg.get("distill", {})))
+    named = dict(cfg.get("arms", {}))
+    arms = arm_names(study)
+    for arm in arms:
+        arm_overrides(arm, study, named)  # an unknown arm fails before hours of training
+    if not summary_only:
+        for name, regime in regimes.items():
+            if only and only != name:
+                continue
+            for seed in study.seeds:
+                for arm in arms:
+                    _run_cell(study, name, regime, arm, seed, {**base, **arm_overrides(arm, study, named)})
+    summary = summarise(study, regimes, arms)
+    results = Path(study.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "kg_study.json").write_text(json.dumps(summary, indent=2), encoding="utf8")
+    (results / "kg_study.md").write_text(render_markdown(summary), encoding="utf8")
+    plot(summary, results / "kg_study.png")
+    return summary
+
+
+def _run_cell(study: StudySettings, name: str, regime: Regime, arm: str, seed: int, arm_cfg: dict[str, Any]) -> None:
+    """One training run and its test score (skipped when both exist)."""
+    from ..training.batches import read_records
+    from ..training.distill import Distiller, check_config
+
+    run = Path(study.runs) / name / arm / f"seed{seed}"
+    if (run / SUMMARY_FILE).is_file() and (run / TEST_FILE).is_file():
+        return
+    overrides = {
+        **arm_cfg,
+        "paths.train": regime.train,
+        "paths.dev": regime.dev,
+        "paths.teacher": study.teacher,
+        "training.train_fraction": regime.fraction,
+        "training.seed": seed,
+        "training.num_threads": study.threads,
+    }
+    cfg = load_config(study.distill_config, overrides)
+    check_config(cfg, study.distill_config)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg.to_disk(run / "config.cfg")
+    distiller = Distiller(cfg, run)
+    summary = distiller.run()
+    threshold = summary["details"]["threshold"]
+    scores = distiller.score_model(run / "model-best", read_records(regime.test), threshold)
+    (run / TEST_FILE).write_text(json.dumps({"threshold": threshold, **scores}, indent=2), encoding="utf8")
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(study: StudySettings, regimes: dict[str, Regime], arms: list[str]) -> dict[str, Any]:
+    """Per regime and arm: per-seed test F1 (%), mean ± sd, paired difference to b0, retrieval."""
+    out: dict[str, Any] = {"cells": [], "min_gain": study.min_gain}
+    for name in regimes:
+        runs = {arm: _finished(Path(study.runs) / name / arm, study.seeds) for arm in arms}
+        for arm in arms:
+            done = runs[arm]
+            if not done:
+                continue
+            seeds = sorted(done)
+            f1 = [done[s]["f1"] for s in seeds]
+            cell: dict[str, Any] = {
+                "regime": name, "arm": arm, "b": done[seeds[0]]["b"], "seeds": seeds, "f1": f1,
+                "f1_mean": statistics.mean(f1), "f1_sd": _sd(f1),
+                "dist_share": _mean([done[s]["dist_share"] for s in seeds]),
+                "loss_share": _mean([done[s]["loss_share"] for s in seeds]),
+                "linked_spans_per_step": _mean([done[s]["linked_spans"] for s in seeds]),
+                "step_s": _mean([done[s]["step_s"] for s in seeds]),
+                "epochs": _mean([done[s]["epochs"] for s in seeds]),
+                "top1": _mean([done[s]["top1"] for s in seeds]),
+                "top10": _mean([done[s]["top10"] for s in seeds]),
+                "top1_before": _mean([done[s]["top1_before"] for s in seeds]),
+                "top10_before": _mean([done[s]["top10_before"] for s in seeds]),
+                "chance_top10": _mean([done[s]["chance_top10"] for s in seeds]),
+            }  # fmt: skip
+            paired = [s for s in seeds if s in runs["b0"]]
+            if arm != "b0" and paired:
+                diffs = [done[s]["f1"] - runs["b0"][s]["f1"] for s in paired]
+                mean, sd = statistics.mean(diffs), _sd(diffs)
+                base_step = _mean([runs["b0"][s]["step_s"] for s in paired])
+                cell.update({
+                    "paired_seeds": paired, "paired_diff": diffs, "paired_diff_mean": mean, "paired_diff_sd": sd,
+                    "gain": len(paired) > 1 and mean >= study.min_gain and mean > sd,
+                    "step_cost_vs_b0": cell["step_s"] / base_step if cell["step_s"] and base_step else None,
+                })  # fmt: skip
+            out["cells"].append(cell)
+    return out
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.mean(kept) if kept else None
+
+
+def _finished(arm_dir: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
+    """The seeds of one arm whose run and test score exist, reduced to what the summary reads."""
+    out = {}
+    for seed in seeds:
+        run = arm_dir / f"seed{seed}"
+        if not ((run / SUMMARY_FILE).is_file() and (run / TEST_FILE).is_file()):
+            continue
+        details = json.loads((run / SUMMARY_FILE).read_text(encoding="utf8"))["details"]
+        test = json.loads((run / TEST_FILE).read_text(encoding="utf8"))
+        retrieval = details.get("kg_retrieval") or {}
+        after, before = retrieval.get("after") or {}, retrieval.get("before") or {}
+        out[seed] = {
+            "f1": 100 * test["f"], "b": details["b"], "dist_share": details.get("median_dist_share"),
+            "loss_share": _loss_share(run / "log.jsonl", details["a"], details["b"]),
+            "linked_spans": details.get("mean_linked_spans"), "step_s": details.get("median_step_s"),
+            "epochs": details.get("epochs"), "top1": after.get("top1"), "top10": after.get("top10"),
+            "top1_before": before.get("top1"), "top10_before": before.get("top10"),
+            "chance_top10": after.get("chance_top10"),
+        }  # fmt: skip
+    return out
+
+
+def _loss_share(log_path: Path, a: float, b: float) -> float | None:
+    """b·L_dist / a·L_lang summed over the steps that carried linked spans (the share of the loss
+    the KG term made up; the per-step median is larger, as L_lang has a heavy tail)."""
+    from ..training.distill import iter_log
+
+    if not log_path.is_file():
+        return None
+    rows = [r for r in iter_log(log_path) if r.get("linked_spans")]
+    lang = sum(a * r["l_lang"] for r in rows)
+    dist = sum(b * r.get("dist_scale", 1.0) * r["l_dist"] for r in rows)
+    return dist / lang if lang > 0 else None
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        "# Does the knowledge graph help? (kg-study)",
+        "",
+        "Exact-span F1 (%) on the regime's full test split, one run per seed; arms paired by seed "
+        "(same training subset, batches and dropout masks). Δ = paired difference to b0 (mean ± sd "
+        f"over seeds); a gain is claimed only where Δ >= {summary['min_gain']} and Δ > its sd. "
+        "Retrieval: dev KG-linked spans, rank of the linked node among all nodes of its kind "
+        "(projected span vs projected teacher row), after training (before training in brackets).",
+        "",
+        "| regime | arm | b | seeds | F1 per seed | F1 mean ± sd | Δ vs b0 | gain | KG share (summed / median step) "
+        "| linked/step "
+        "| top-1 | top-10 | chance top-10 | step cost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in summary["cells"]:
+        delta = f"{c['paired_diff_mean']:+.2f} ± {c['paired_diff_sd']:.2f}" if "paired_diff_mean" in c else ""
+        gain = ("yes" if c["gain"] else "no") if "gain" in c else ""
+        cost = f"{c['step_cost_vs_b0']:.2f}×" if c.get("step_cost_vs_b0") else ""
+        share = " / ".join("–" if c[k] is None else f"{100 * c[k]:.3g} %" for k in ("loss_share", "dist_share"))
+        lines.append(
+            f"| {c['regime']} | {c['arm']} | {c['b']:g} | {','.join(map(str, c['seeds']))} "
+            f"| {' / '.join(f'{v:.1f}' for v in c['f1'])} | {c['f1_mean']:.2f} ± {c['f1_sd']:.2f} | {delta} | {gain} "
+            f"| {share} | {_f(c['linked_spans_per_step'])} "
+            f"| {_f(c['top1'])} ({_f(c['top1_before'])}) | {_f(c['top10'])} ({_f(c['top10_before'])}) "
+            f"| {_f(c['chance_top10'])} | {cost} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Per regime: test F1 (mean ± sd) and dev top-10 retrieval against the KG share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in summary["cells"] if c["arm"] == "b0" or c["arm"].startswith("share")]
+    regimes = sorted({c["regime"] for c in cells})
+    if not regimes:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for regime in regimes:
+        pts = sorted((c["b"], c) for c in cells if c["regime"] == regime)
+        x = [100 * b for b, _ in pts]
+        ax1.errorbar(x, [c["f1_mean"] for _, c in pts], yerr=[c["f1_sd"] for _, c in pts], marker="o", label=regime)
+        ax2.plot(x, [c["top10"] for _, c in pts], marker="o", label=regime)
+    ax1.set_xscale("symlog", linthresh=1)
+    ax2.set_xscale("symlog", linthresh=1)
+    ax1.set_xlabel("KG share b (% of the loss)")
+    ax1.set_ylabel("test exact F1 (%)")
+    ax2.set_xlabel("KG share b (% of the loss)")
+    ax2.set_ylabel("dev top-10 retrieval of the linked node (%)")
+    ax1.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

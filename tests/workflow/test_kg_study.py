@@ -1,0 +1,101 @@
+"""kg-study end to end on a toy corpus and a small real H store: paired arms, summary, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from toy_distill import CFG, overrides, write_corpus, write_teacher
+
+from spacy_kogner.config import ConfigError
+from spacy_kogner.workflow.kg_study import run_study
+
+
+def write_study(tmp: Path, arms: str = '["z_only"]') -> Path:
+    fast = overrides(tmp)  # writes an unlinked toy dev.json: the study's linked one below replaces it
+    teacher = write_teacher(tmp / "teacher")
+    train = write_corpus(tmp / "train.json", link=True)
+    dev = write_corpus(tmp / "dev.json", link=True)
+    training = "\n".join(
+        f"{k.split('.', 1)[1]} = {json.dumps(v)}" for k, v in fast.items() if k.startswith("training.")
+    )
+    text = f"""
+[study]
+distill_config = "{CFG}"
+teacher = "{teacher}"
+regimes = ["toy"]
+seeds = [1, 2]
+shares = [0.3]
+arms = {arms}
+threads = 1
+min_gain = 1.5
+results = "{tmp / "results"}"
+runs = "{tmp / "runs"}"
+
+[distill]
+
+[distill.heads]
+standardise = true
+
+[distill.training]
+{training}
+dist_loss = "kg_infonce"
+loss_norm = "per_span"
+
+[regimes]
+
+[regimes.toy]
+train = "{train}"
+dev = "{dev}"
+test = "{dev}"
+fraction = 1.0
+
+[arms]
+
+[arms.z_only]
+
+[arms.z_only.training]
+a = 1.0
+b = 0.3
+share_balance = true
+
+[arms.z_only.heads]
+block_weights = [1.0, 0.0, 0.0]
+"""
+    path = tmp / "study.cfg"
+    path.write_text(text)
+    return path
+
+
+def test_study_pairs_arms_by_seed_and_resumes(tmp_path):
+    config = write_study(tmp_path)
+    summary = run_study(config)
+    cells = {c["arm"]: c for c in summary["cells"]}
+    assert set(cells) == {"b0", "share0.3", "z_only"}
+    for arm, cell in cells.items():
+        assert cell["seeds"] == [1, 2] and len(cell["f1"]) == 2
+        assert cell["top10"] is not None and cell["top10_before"] is not None
+        if arm == "b0":
+            assert "paired_diff_mean" not in cell and cell["b"] == 0.0
+        else:
+            assert cell["paired_seeds"] == [1, 2] and len(cell["paired_diff"]) == 2
+            assert cell["paired_diff"][0] == pytest.approx(cell["f1"][0] - cells["b0"]["f1"][0])
+            assert isinstance(cell["gain"], bool) and cell["step_cost_vs_b0"] > 0
+            assert 0 < cell["dist_share"] < 1
+    z_only = json.loads((tmp_path / "runs" / "toy" / "z_only" / "seed1" / "metrics.json").read_text())
+    assert z_only["details"]["block_weights"] == [1.0, 0.0, 0.0]
+    results = tmp_path / "results"
+    assert json.loads((results / "kg_study.json").read_text()) == summary
+    assert "| toy | share0.3 |" in (results / "kg_study.md").read_text()
+    assert (results / "kg_study.png").stat().st_size > 0
+    mtime = (tmp_path / "runs" / "toy" / "b0" / "seed1" / "test.json").stat().st_mtime
+    assert run_study(config) == summary  # finished runs are not trained again
+    assert (tmp_path / "runs" / "toy" / "b0" / "seed1" / "test.json").stat().st_mtime == mtime
+
+
+def test_an_arm_without_a_section_fails_before_training(tmp_path):
+    config = write_study(tmp_path, arms='["nowhere"]')
+    with pytest.raises(ConfigError, match="nowhere"):
+        run_study(config)
+    assert not (tmp_path / "runs").exists()

@@ -238,6 +238,7 @@ class KognerLinker(BatchPipe):
         assert self.dictionary is not None
         out: list[Resolution | None] = [None] * len(mentions)
         dense_todo: list[int] = []
+        read: list[Mention] = []  # what the dense route reads for each of dense_todo
         dict_rows: dict[int, list[int]] = {}
         for i, m in enumerate(mentions):
             info = index.labels.get(m.label)
@@ -252,13 +253,14 @@ class KognerLinker(BatchPipe):
                 if len(rows) == 1 or not self.settings.rerank or model is None:
                     out[i] = Resolution(rows[0], 1.0, "dictionary", [(r, 1.0) for r in rows[: self.settings.top_k]])
                     continue
-            if model is not None and (i in dict_rows or self._dense_query(m) is not None):
+            query = (m if i in dict_rows else self._dense_query(m)) if model is not None else None
+            if query is not None:
                 dense_todo.append(i)
+                read.append(query)
             elif out[i] is None:
                 out[i] = Resolution(None, 0.0, "nil", [])
         if dense_todo:
-            queries_m = [mentions[i] if i in dict_rows else self._dense_query(mentions[i]) for i in dense_todo]
-            vectors = self._vectors(model, queries_m)
+            vectors = self._vectors(model, read)
             queries = index.project(vectors)
             by_kinds: dict[tuple[str, ...], list[int]] = {}
             for j, i in enumerate(dense_todo):
@@ -274,7 +276,7 @@ class KognerLinker(BatchPipe):
                         ranked = [(dict_rows[i][k], float(cosines[k])) for k in np.argsort(-cosines, kind="stable")]
                         out[i] = Resolution(ranked[0][0], 1.0, "dictionary", ranked[: self.settings.top_k])
                         continue
-                    hit = self._accept(queries_m[j].text, cands[: self.settings.dense_candidates])
+                    hit = self._accept(read[j].text, cands[: self.settings.dense_candidates])
                     top = cands[: self.settings.top_k]
                     if hit is not None:
                         out[i] = Resolution(hit[0], hit[1], "dense", top)

@@ -65,7 +65,7 @@ class Regime:
         require(0 < self.fraction <= 1, "regime fraction must be in (0, 1]")
 
 
-def arm_overrides(arm: str, study: StudySettings, named: dict[str, Any]) -> dict[str, Any]:
+def arm_overrides(arm: str, named: dict[str, Any]) -> dict[str, Any]:
     """The distillation overrides that define one arm (on top of ``[distill]``)."""
     if arm == "b0":
         return {"training.b": 0.0}
@@ -92,15 +92,14 @@ def run_study(
     base = _flatten(dict(cfg.get("distill", {})))
     named = dict(cfg.get("arms", {}))
     arms = arm_names(study)
-    for arm in arms:
-        arm_overrides(arm, study, named)  # an unknown arm fails before hours of training
+    arm_cfgs = {arm: {**base, **arm_overrides(arm, named)} for arm in arms}  # an unknown arm fails now
     if not summary_only:
         for name, regime in regimes.items():
             if only and only != name:
                 continue
             for seed in study.seeds:
                 for arm in arms:
-                    _run_cell(study, name, regime, arm, seed, {**base, **arm_overrides(arm, study, named)})
+                    _run_cell(study, name, regime, arm, seed, arm_cfgs[arm])
     summary = summarise(study, regimes, arms)
     results = Path(study.results)
     results.mkdir(parents=True, exist_ok=True)

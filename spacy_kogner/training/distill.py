@@ -586,7 +586,7 @@ class Distiller:
                 "precision": "bf16" if self.amp is not None else "fp32", "batch_size": self.t.batch_size,
                 "bucket": self.t.bucket, "threshold": tuned.get("threshold", self.t.eval_threshold),
                 "dev_f_by_threshold": tuned.get("by_threshold"),
-                "wall_s_this_run": this_run, "median_step_s": _median_step_s(log_path), "peak_rss_mb": peak_rss_mb(),
+                "wall_s_this_run": this_run, "peak_rss_mb": peak_rss_mb(),
                 "threads": torch.get_num_threads(),
             },
         )  # fmt: skip
@@ -672,20 +672,17 @@ def _fraction(records: list[Record], fraction: float, seed: int) -> list[Record]
 
 
 def _log_means(log_path: Path) -> dict[str, float | None]:
-    """The realised KG share (median over steps that carried linked spans) and linked spans per step."""
+    """From one read of the log (resumed runs included): the median seconds per optimisation step,
+    the realised KG share (median over steps that carried linked spans) and linked spans per step."""
     rows = list(iter_log(log_path))
+    times = [r["step_s"] for r in rows if "step_s" in r]
     shares = [r["dist_share"] for r in rows if r.get("linked_spans") and "dist_share" in r]
     linked = [r.get("linked_spans", 0) for r in rows]
     return {
+        "median_step_s": float(np.median(times)) if times else None,
         "median_dist_share": float(np.median(shares)) if shares else None,
         "mean_linked_spans": float(np.mean(linked)) if linked else None,
     }
-
-
-def _median_step_s(log_path: Path) -> float | None:
-    """Median seconds per optimisation step over the whole log (resumed runs included)."""
-    times = [entry["step_s"] for entry in iter_log(log_path) if "step_s" in entry]
-    return float(np.median(times)) if times else None
 
 
 def iter_log(path: Path) -> Iterator[dict[str, Any]]:

@@ -48,6 +48,11 @@ class SilverSettings(Section):
     abbreviations: bool
     max_sentences: int
     drop_empty: bool
+    multiword_kinds: list[str]
+    adjective_suffixes: list[str]
+    modifier_kinds: list[str]
+    modifier_heads: list[str]
+    modifier_suffixes: list[str]
 
 
 def _alnum(text: str) -> str:
@@ -84,7 +89,7 @@ class SilverMatcher:
         settings: SilverSettings,
         linking: LinkingSettings,
     ) -> None:
-        self.node_ids, self.kinds = list(node_ids), list(kinds)
+        self.node_ids, self.kinds, self.names = list(node_ids), list(kinds), list(names)
         self.kind_table, self.settings, self.linking = kind_table, settings, linking
         stop = {s.lower() for s in settings.stop_names}
         self.by_key: dict[str, list[int]] = defaultdict(list)
@@ -98,6 +103,8 @@ class SilverMatcher:
                 continue
             toks = normal_tokens(name, linking)
             if not toks or len(toks) > settings.max_name_tokens:
+                continue
+            if len(toks) < 2 and kind in settings.multiword_kinds:
                 continue
             if len(compact) < settings.case_sensitive_chars:
                 self.exact_case[row] = {_alnum(name)}
@@ -113,6 +120,19 @@ class SilverMatcher:
         if not ok:
             return None
         return min(ok, key=lambda r: (self.settings.kinds.index(self.kinds[r]), r))
+
+    def _plausible(self, tokens: Sequence[str], start: int, end: int, row: int) -> bool:
+        """False for a match that is an adjective spelling another word's node ("renal" for Kidney)
+        or the modifier of a larger name ("chloramphenicol acetyltransferase", "IL6 receptor")."""
+        s = self.settings
+        word = tokens[start].lower()
+        if end - start == 1 and word.endswith(tuple(s.adjective_suffixes)) and word != self.names[row].lower():
+            return False
+        if self.kinds[row] in s.modifier_kinds and end < len(tokens):
+            after = tokens[end].lower()
+            if after in s.modifier_heads or after.endswith(tuple(s.modifier_suffixes)):
+                return False
+        return True
 
     def match_sentence(self, tokens: Sequence[str]) -> list[tuple[int, int, int]]:
         """Non-overlapping (start, end, row) token spans, longest match first, left to right."""
@@ -130,7 +150,7 @@ class SilverMatcher:
                 for key in (" ".join(pieces[i : i + n]), "".join(pieces[i : i + n])):
                     rows = self.by_key.get(key)
                     row = self._choose(rows, surface) if rows else None
-                    if row is not None:
+                    if row is not None and self._plausible(tokens, start, end, row):
                         hit = (start, end, row, n)
                         break
                 if hit:

@@ -242,3 +242,30 @@ def test_silver_cli_drops_sentences_without_a_match_unless_told(tiny: dict[str, 
         # scored against gold on all three sentences either way
         assert split["evaluation_vs_gold"]["per_label"]["Disease"]["recall"] == 0.75
         assert len(json.loads((out / "train.json").read_text())) == kept
+
+
+def test_modifier_of_a_larger_name_and_adjective_variants_are_not_matched() -> None:
+    nodes = [
+        ("Compound::2", "chloramphenicol", "Compound"),
+        ("Gene::4", "IL6", "Gene"),
+        ("Anatomy::2", "Kidney", "Anatomy"),
+        ("Pathway::1", "Transcription", "Pathway"),
+        ("Pathway::2", "Cell Cycle", "Pathway"),
+    ]
+    kinds = {k: KindInfo(k.lower()) for k in ("Compound", "Gene", "Anatomy", "Pathway")}
+    settings = SilverSettings.from_config()
+    settings.kinds = list(kinds)
+    ids, names, node_kinds = zip(*nodes, strict=True)
+    m = SilverMatcher(ids, names, node_kinds, kinds, settings, LinkingSettings.from_config())
+    text = "chloramphenicol acetyltransferase and IL6 receptor ; chloramphenicol and IL6 ; renal kidney ."
+    (s,) = m.annotate([Sentence(text.split())])
+    # modifiers of a larger name ("... acetyltransferase", "... receptor") and "renal" (an adjective
+    # reaching Kidney through a word variant) are not matched; the bare names and "kidney" are
+    assert spans_of(s) == [
+        ("chloramphenicol", "compound", "Compound::2"),
+        ("IL6", "gene", "Gene::4"),
+        ("kidney", "anatomy", "Anatomy::2"),
+    ]
+    (s,) = m.annotate([Sentence("transcription stops the cell cycle .".split())])
+    # one-word names of a multiword kind are too generic ("transcription"); two-word names match
+    assert spans_of(s) == [("cell cycle", "pathway", "Pathway::2")]

@@ -225,6 +225,39 @@ def silver(
     typer.echo(f"Wrote {out_dir}")
 
 
+@app.command("pooled-corpus", context_settings=OVERRIDES)
+def pooled_corpus(
+    ctx: typer.Context,
+    out_dir: Path = typer.Argument(..., help="Output folder (train.json, dev.json, stats.json)"),
+    config: str = typer.Option("configs/pooled.cfg", help="Pooled-corpus config ([pooled])"),
+    corpora: str = typer.Option("", help="Comma-separated gold corpora (default: [pooled] corpora)"),
+    silver_config: str = typer.Option("configs/silver.cfg", help="Silver matcher config (names, stop names)"),
+    linking: str = typer.Option("configs/linking.cfg", help="Linker config (normalisation, [kg])"),
+    labels: str = typer.Option(DEFAULT_LABELS_CFG, help="Label table (gold labels' prompts)"),
+    kg_nodes: str = typer.Option(None, help="KG node table (default: [kg] in the linking config)"),
+) -> None:
+    """Pool gold corpora (each keeps its label set) with KG silver for the kinds no gold label prompts."""
+    from ..data.pooled import PooledSettings, build_pooled
+
+    mine, rest = _split_overrides(ctx, {"pooled", "silver"})
+    settings = PooledSettings.from_section(load_config(resolve_config_path(config), mine)["pooled"])
+    if corpora:
+        settings.corpora = [c.strip() for c in corpora.split(",") if c.strip()]
+    silver = load_config(resolve_config_path(silver_config), {k: v for k, v in mine.items() if k.startswith("silver.")})
+    cfg = _linking_config(linking, ctx, rest)
+    kg = None
+    if settings.silver:  # silver matches node names: the edges are not read
+        from ..kg.graph import load_kg
+
+        kg = load_kg({**cfg["kg"], **({"nodes": kg_nodes} if kg_nodes else {})}, nodes_only=True)
+    try:
+        stats = build_pooled(settings, out_dir, kg, silver["silver"], cfg["linking"], load_label_table(labels))
+    except FileNotFoundError as err:
+        fail(str(err))
+    typer.echo(f"silver kinds: {', '.join(stats['silver_kinds']) or 'none'}; silver spans {stats['silver_spans']}")
+    typer.echo(f"Wrote {out_dir}: {stats['sentences']['train']} train, {stats['sentences']['dev']} dev sentences")
+
+
 @app.command("generate", context_settings=OVERRIDES)
 def generate(
     ctx: typer.Context,

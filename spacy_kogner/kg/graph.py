@@ -169,6 +169,7 @@ class KnowledgeGraph:
         edge_paths: PathLike | Sequence[PathLike],
         *,
         drop_self_loops: bool = False,
+        nodes_only: bool = False,
     ) -> KnowledgeGraph:
         """Read Hetionet's nodes TSV (``id name kind``) and one or more SIF edge files.
 
@@ -190,6 +191,7 @@ class KnowledgeGraph:
             sep="\t",
             symmetric_relations=_hetionet_symmetric,
             drop_self_loops=drop_self_loops,
+            nodes_only=nodes_only,
         )
 
     @classmethod
@@ -207,6 +209,7 @@ class KnowledgeGraph:
         sep: str | None = None,
         symmetric_relations: Iterable[str] | Any = (),
         drop_self_loops: bool = False,
+        nodes_only: bool = False,
     ) -> KnowledgeGraph:
         """Read any KG given as a node table and one or more edge tables with named columns.
 
@@ -237,7 +240,9 @@ class KnowledgeGraph:
         if isinstance(edges_path, str | Path):
             edges_path = [edges_path]
         edge_files = [Path(p) for p in edges_path]
-        if not edge_files:
+        if nodes_only:
+            edge_files = []
+        elif not edge_files:
             raise KGError("No edge files given")
         if callable(symmetric_relations):
             is_symmetric = symmetric_relations
@@ -375,11 +380,14 @@ class KGSettings:
             require(not missing, f"[kg] format 'tables' needs column names {missing}")
 
 
-def load_kg(cfg_section: dict[str, Any] | KGSettings) -> KnowledgeGraph:
-    """Build a KG from a ``[kg]`` config section (see ``KGSettings``)."""
+def load_kg(cfg_section: dict[str, Any] | KGSettings, nodes_only: bool = False) -> KnowledgeGraph:
+    """Build a KG from a ``[kg]`` config section (see ``KGSettings``); ``nodes_only`` reads the node
+    table and no edge (what name matching needs: the silver matcher's nodes, in seconds)."""
     kg = cfg_section if isinstance(cfg_section, KGSettings) else read_section(KGSettings, dict(cfg_section), "kg")
     if kg.format == "hetionet":
-        return KnowledgeGraph.from_hetionet(kg.nodes, kg.edges, drop_self_loops=kg.drop_self_loops)
+        return KnowledgeGraph.from_hetionet(
+            kg.nodes, kg.edges, drop_self_loops=kg.drop_self_loops, nodes_only=nodes_only
+        )
     return KnowledgeGraph.from_tables(
         kg.nodes,
         kg.edges,
@@ -387,4 +395,5 @@ def load_kg(cfg_section: dict[str, Any] | KGSettings) -> KnowledgeGraph:
         sep=kg.sep or None,
         symmetric_relations=list(kg.symmetric_relations),
         drop_self_loops=kg.drop_self_loops,
+        nodes_only=nodes_only,
     )

@@ -1,0 +1,192 @@
+"""The pooled biomedical training corpus: several gold corpora plus KG silver for what none covers.
+
+One student for every label needs every label in one training set, but each gold corpus annotates
+only its own types: an NCBI-disease sentence says nothing about chemicals. So
+
+* each gold sentence keeps **its own corpus's label set** as negatives (``labels`` of its record);
+* the KG silver matcher (``data/silver.py``) runs over the same gold training sentences, for the
+  KG kinds that **no gold label of the pool already prompts** (anatomy, pathway, symptom,
+  pharmacologic class, ... and, in a leave-one-corpus-out pool, e.g. compounds when BC5CDR is
+  held out). Those kinds' spans are added to the sentence and their prompts to its label set, so a
+  sentence is a negative for a silver kind only where the dictionary could have matched it;
+* a silver span on exactly the tokens of a gold span is dropped (the gold label wins), and so is a
+  name of a covered kind: ``blocking_kinds`` (diseases, compounds, genes) are matched first and
+  their matches discarded, so "progesterone" (a Compound, and a Pharmacologic Class name) or
+  "adrenoleukodystrophy" (a Disease, and a Symptom name) never become silver of the other kind;
+* the dev split is **gold only** and shuffled with the seed, so that model selection and the
+  threshold never rest on silver and a ``max_dev_sentences`` prefix samples every corpus.
+
+Whether a kind is covered is decided by prompt, not by name: in a pool without BC5CDR no gold
+label prompts "chemical", so ``Compound`` silver comes in; with BC5CDR it stays out.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..config import ConfigError, Section, require
+from .labels import KindInfo, LabelInfo, label_prompt
+from .readers import Sentence, Span
+from .silver import SilverMatcher
+
+DEFAULT_POOLED_CFG = "configs/pooled.cfg"
+
+
+@dataclass
+class PooledSettings(Section):
+    """The ``[pooled]`` section of ``configs/pooled.cfg``."""
+
+    SECTION: ClassVar[str] = "pooled"
+    DEFAULT_CONFIG: ClassVar[str] = DEFAULT_POOLED_CFG
+
+    corpora: list[str]
+    gold_dir: str
+    silver: list[list[str]]
+    blocking_kinds: list[str]
+    seed: int
+
+    def __post_init__(self) -> None:
+        require(bool(self.corpora), "pooled.corpora must name at least one gold corpus")
+        require("{corpus}" in self.gold_dir, "pooled.gold_dir must contain {corpus}")
+        for pair in self.silver:
+            require(len(pair) == 2 and all(pair), f"pooled.silver entries are [kind, prompt]; got {pair!r}")
+
+    @property
+    def silver_prompts(self) -> dict[str, str]:
+        """KG kind → the prompt its silver spans get."""
+        return {kind: prompt for kind, prompt in self.silver}
+
+
+def uncovered_kinds(
+    gold_labels: Sequence[str], silver_prompts: dict[str, str], table: dict[str, LabelInfo]
+) -> list[str]:
+    """The silver kinds whose prompt no gold label of the pool is prompted with, in config order."""
+    covered = {label_prompt(lbl, table).lower() for lbl in gold_labels}
+    return [kind for kind, prompt in silver_prompts.items() if prompt.lower() not in covered]
+
+
+def matched_kinds(kinds: Sequence[str], blocking: Sequence[str]) -> list[str]:
+    """The kinds the matcher looks for, blocking kinds first (a name of two kinds is the blocker's)."""
+    return [k for k in blocking if k not in kinds] + list(kinds)
+
+
+def silver_kind_table(
+    matched: Sequence[str], used: Sequence[str], silver_prompts: dict[str, str]
+) -> dict[str, KindInfo]:
+    """The kind table the silver matcher labels pooled spans with (pooled prompts, not the paper's);
+    a matched kind that is not in use (a blocker) gets the empty prompt, and its matches are discarded."""
+    return {kind: KindInfo(prompt=silver_prompts[kind] if kind in used else "") for kind in matched}
+
+
+def add_silver(sentences: list[Sentence], matcher: SilverMatcher) -> tuple[list[Sentence], Counter[str]]:
+    """Each sentence with the matcher's spans added (none on a gold span's exact tokens).
+
+    Returns the new sentences and how many silver spans each prompt got."""
+    counts: Counter[str] = Counter()
+    silver = matcher.annotate(sentences)
+    out = []
+    for gold, found in zip(sentences, silver, strict=True):
+        taken = {(s.start, s.end) for s in gold.spans}
+        extra = [s for s in found.spans if s.label and (s.start, s.end) not in taken]
+        counts.update(s.label for s in extra)
+        spans = sorted([*gold.spans, *extra], key=lambda s: (s.start, s.end, s.label))
+        out.append(Sentence(list(gold.tokens), spans, gold.corpus, gold.doc_id))
+    return out, counts
+
+
+def pool_splits(
+    gold: dict[str, dict[str, list[Sentence]]],
+    settings: PooledSettings,
+    table: dict[str, LabelInfo],
+    matcher_for: Callable[[list[str], dict[str, KindInfo]], SilverMatcher],
+) -> tuple[dict[str, list[Sentence]], dict[str, dict[str, list[str]]], dict[str, Any]]:
+    """Pool ``gold[corpus][split]``; ``matcher_for(kinds, kind_table)`` builds the ``SilverMatcher``.
+
+    Returns the pooled splits (train: gold + silver; dev: gold only, shuffled), each split's label
+    sets per corpus (train: gold labels + the silver prompts in use; dev: gold labels) and
+    statistics."""
+    if not gold:
+        raise ConfigError("pooled corpus: no gold corpora given")
+    own = {
+        corpus: sorted({s.label for sents in splits.values() for x in sents for s in x.spans})
+        for corpus, splits in gold.items()
+    }
+    kinds = uncovered_kinds(sorted({lbl for labels in own.values() for lbl in labels}), settings.silver_prompts, table)
+    prompts = list(dict.fromkeys(settings.silver_prompts[k] for k in kinds))
+    train_sets = {c: labels + [p for p in prompts if p not in labels] for c, labels in own.items()}
+    label_sets = {"train": train_sets, "dev": own}
+    train: list[Sentence] = []
+    silver_counts: Counter[str] = Counter()
+    matcher = None
+    if kinds:
+        matched = matched_kinds(kinds, settings.blocking_kinds)
+        matcher = matcher_for(matched, silver_kind_table(matched, kinds, settings.silver_prompts))
+    for corpus in gold:
+        sents = gold[corpus].get("train", [])
+        if matcher is not None:
+            sents, counts = add_silver(sents, matcher)
+            silver_counts.update(counts)
+        train.extend(sents)
+    dev = [s for corpus in gold for s in gold[corpus].get("dev", [])]
+    rng = random.Random(settings.seed)
+    rng.shuffle(dev)
+    stats = {
+        "corpora": list(gold),
+        "silver_kinds": kinds,
+        "silver_spans": dict(sorted(silver_counts.items())),
+        "label_sets": label_sets["train"],
+        "sentences": {"train": len(train), "dev": len(dev)},
+        "gold_spans": {"train": sum(1 for x in train for s in x.spans if not _is_silver(s))},
+    }
+    return {"train": train, "dev": dev}, label_sets, stats
+
+
+def _is_silver(span: Span) -> bool:
+    return bool(span.match) and span.match.startswith("silver")
+
+
+def build_pooled(
+    settings: PooledSettings,
+    out_dir: str | Path,
+    kg: Any,
+    silver_section: dict[str, Any],
+    linking_section: dict[str, Any],
+    table: dict[str, LabelInfo],
+) -> dict[str, Any]:
+    """Read the gold corpora, pool them (``pool_splits``) and write train/dev JSON + ``stats.json``.
+
+    ``kg`` is the loaded KG (``kg.graph.load_kg``) the silver names come from."""
+    from .corpus import find_split
+    from .linking import LinkingSettings
+    from .readers import read_corpus, write_gliner_json
+    from .silver import SilverSettings
+
+    gold: dict[str, dict[str, list[Sentence]]] = {}
+    for corpus in settings.corpora:
+        folder = Path(settings.gold_dir.format(corpus=corpus))
+        gold[corpus] = {}
+        for split in ("train", "dev"):
+            path = find_split(folder, split)
+            if path is None:
+                raise FileNotFoundError(f"{folder} has no {split} split (build it with build-corpus first)")
+            gold[corpus][split] = read_corpus(path, corpus=corpus)
+    linking = LinkingSettings.from_section(linking_section)
+
+    def matcher_for(kinds: list[str], kind_table: dict[str, KindInfo]) -> SilverMatcher:
+        silver = SilverSettings.from_section(silver_section)
+        silver.kinds = list(kinds)
+        return SilverMatcher(kg.node_ids, kg.names, kg.kinds, kind_table, silver, linking)
+
+    splits, label_sets, stats = pool_splits(gold, settings, table, matcher_for)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, sents in splits.items():
+        write_gliner_json(sents, out / f"{split}.json", label_sets=label_sets[split], extras=False)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf8")
+    return stats

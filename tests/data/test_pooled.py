@@ -1,0 +1,120 @@
+"""The pooled corpus: gold corpora keep their label sets, silver only for kinds no gold label prompts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from spacy_kogner.cli import app
+from spacy_kogner.data.labels import load_label_table
+from spacy_kogner.data.pooled import PooledSettings, matched_kinds, uncovered_kinds
+from spacy_kogner.data.readers import Sentence, Span, read_gliner_json, write_gliner_json
+
+NODES = "id\tname\tkind\nCompound::DB1\tLithium\tCompound\nCompound::DB2\tProgesterone\tCompound\n" \
+    "Pharmacologic Class::N1\tProgesterone\tPharmacologic Class\nAnatomy::U1\tbrain\tAnatomy\n" \
+    "Disease::D1\tbreast cancer\tDisease\nGene::1\tBRCA1\tGene\n"  # fmt: skip
+
+
+def _gold(folder: Path, corpus: str, sents: list[Sentence]) -> None:
+    folder.mkdir(parents=True)
+    for split in ("train", "dev"):
+        write_gliner_json(sents, folder / f"{split}.json", extras=False)
+
+
+@pytest.fixture()
+def gold_dirs(tmp_path: Path) -> Path:
+    ncbi = [
+        Sentence("breast cancer spreads to the brain .".split(), [Span(0, 2, "Disease")], "NCBI-disease"),
+        Sentence("lithium and progesterone in the brain".split(), [], "NCBI-disease"),
+    ]
+    cdr = [Sentence("lithium causes brain damage .".split(), [Span(0, 1, "Chemical"), Span(2, 4, "Disease")], "BC5CDR")]
+    _gold(tmp_path / "gold" / "NCBI-disease", "NCBI-disease", ncbi)
+    _gold(tmp_path / "gold" / "BC5CDR", "BC5CDR", cdr)
+    (tmp_path / "nodes.tsv").write_text(NODES, encoding="utf8")
+    return tmp_path
+
+
+def test_uncovered_kinds_are_decided_by_prompt() -> None:
+    table = load_label_table()
+    prompts = {"Compound": "chemical", "Anatomy": "anatomy", "Gene": "gene or gene product"}
+    assert uncovered_kinds(["Disease", "Chemical"], prompts, table) == ["Anatomy", "Gene"]
+    assert uncovered_kinds(["Disease"], prompts, table) == ["Compound", "Anatomy", "Gene"]
+    # a blocking kind already in use is not listed twice; the others come first
+    assert matched_kinds(["Compound", "Anatomy"], ["Disease", "Compound", "Gene"]) == [
+        "Disease",
+        "Gene",
+        "Compound",
+        "Anatomy",
+    ]
+
+
+def _run(tmp: Path, corpora: str) -> tuple[list, dict]:
+    out = tmp / f"pooled-{corpora}"
+    cfg = tmp / "pooled.cfg"
+    cfg.write_text(
+        "[pooled]\n"
+        'corpora = ["NCBI-disease", "BC5CDR"]\n'
+        f'gold_dir = "{tmp}/gold/{{corpus}}"\n'
+        'silver = [["Compound", "chemical"], ["Anatomy", "anatomy"], ["Pharmacologic Class", "pharmacologic class"]]\n'
+        'blocking_kinds = ["Disease", "Compound", "Gene"]\n'
+        "seed = 1\n",
+        encoding="utf8",
+    )
+    result = CliRunner().invoke(
+        app,
+        ["pooled-corpus", str(out), "--config", str(cfg), "--corpora", corpora, "--kg-nodes", str(tmp / "nodes.tsv")],
+    )
+    assert result.exit_code == 0, result.output
+    return read_gliner_json(out / "train.json"), json.loads((out / "stats.json").read_text(encoding="utf8"))
+
+
+def test_pool_keeps_label_sets_and_adds_silver_for_uncovered_kinds(gold_dirs: Path) -> None:
+    train, stats = _run(gold_dirs, "NCBI-disease,BC5CDR")
+    # BC5CDR prompts "chemical": no Compound silver; "progesterone" is a Compound name, so it is no
+    # Pharmacologic Class silver either (blocked); "brain" is anatomy everywhere
+    assert stats["silver_kinds"] == ["Anatomy", "Pharmacologic Class"]
+    spans = [[(" ".join(s.tokens[x.start : x.end]), x.label) for x in s.spans] for s in train]
+    assert spans[0] == [("breast cancer", "Disease"), ("brain", "anatomy")]
+    assert spans[1] == [("brain", "anatomy")]
+    # the gold span "brain damage" keeps its label; "brain" inside it is its own (nested) silver span
+    assert ("brain damage", "Disease") in spans[2] and ("lithium", "Chemical") in spans[2]
+    records = json.loads((gold_dirs / "pooled-NCBI-disease,BC5CDR" / "train.json").read_text(encoding="utf8"))
+    assert records[0]["labels"] == ["Disease", "anatomy", "pharmacologic class"]
+    assert records[2]["labels"] == ["Chemical", "Disease", "anatomy", "pharmacologic class"]
+    dev = json.loads((gold_dirs / "pooled-NCBI-disease,BC5CDR" / "dev.json").read_text(encoding="utf8"))
+    assert all(x[2] in {"Disease", "Chemical"} for r in dev for x in r["ner"])  # dev: gold only
+    assert {tuple(r["labels"]) for r in dev} == {("Disease",), ("Chemical", "Disease")}
+
+
+def test_leave_one_out_pool_brings_in_silver_for_the_held_out_labels(gold_dirs: Path) -> None:
+    train, stats = _run(gold_dirs, "NCBI-disease")
+    # without BC5CDR nothing prompts "chemical": lithium and progesterone become chemical silver
+    assert stats["silver_kinds"] == ["Compound", "Anatomy", "Pharmacologic Class"]
+    assert [(" ".join(s.tokens[x.start : x.end]), x.label, x.kge) for s in train[1:] for x in s.spans] == [
+        ("lithium", "chemical", "Compound::DB1"),
+        ("progesterone", "chemical", "Compound::DB2"),
+        ("brain", "anatomy", "Anatomy::U1"),
+    ]
+
+
+def test_missing_gold_split_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "pooled.cfg"
+    cfg.write_text(
+        f'[pooled]\ncorpora = ["X"]\ngold_dir = "{tmp_path}/{{corpus}}"\nsilver = []\nblocking_kinds = []\nseed = 1\n',
+        encoding="utf8",
+    )
+    result = CliRunner().invoke(app, ["pooled-corpus", str(tmp_path / "out"), "--config", str(cfg)])
+    assert result.exit_code != 0
+    assert "has no train split" in result.output
+
+
+def test_settings_are_checked() -> None:
+    from spacy_kogner.config import ConfigError
+
+    with pytest.raises(ConfigError, match="gold_dir"):
+        PooledSettings(corpora=["A"], gold_dir="x", silver=[], blocking_kinds=[], seed=0)
+    with pytest.raises(ConfigError, match="kind, prompt"):
+        PooledSettings(corpora=["A"], gold_dir="{corpus}", silver=[["Anatomy"]], blocking_kinds=[], seed=0)

@@ -21,6 +21,9 @@ class LabelInfo:
 
     prompt: str
     kg_kinds: list[str] = field(default_factory=list)
+    # other wordings of the prompt, drawn in training (``prompt_variation``) so that a user's own
+    # wording of the label still works
+    synonyms: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ def load_kind_table(path: str | Path = DEFAULT_LABELS_CFG) -> dict[str, KindInfo
     """KG node kind → ``KindInfo`` from the ``[kinds.*]`` sections (used by the silver builder)."""
     cfg = load_config(resolve_config_path(path))
     return {kind: read_section(KindInfo, section, f"kinds.{kind}") for kind, section in cfg.get("kinds", {}).items()}
+
+
+def prompt_variants(label: str, table: dict[str, LabelInfo]) -> list[str]:
+    """Every wording training may prompt a label with: its prompt and synonyms, each also with a
+    capital first letter (users write "Disease" as often as "disease")."""
+    info = table.get(label)
+    words = [info.prompt, *info.synonyms] if info is not None else [label]
+    return list(dict.fromkeys(w for word in words for w in (word, word[:1].upper() + word[1:])))
 
 
 def label_prompt(label: str, table: dict[str, LabelInfo]) -> str:

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import ConfigError, load_config, read_section, require
-from ..data.labels import label_prompt, load_label_table
+from ..data.labels import label_prompt, load_label_table, prompt_variants
 from ..pipeline.gliner_compat import training_collator
 from ..pipeline.precision import PRECISIONS, autocast, resolve_precision
 from ..pipeline.span_model import SpanModel
@@ -131,6 +131,7 @@ class TrainingSettings:
     tune_threshold: list[float]
     max_train_sentences: int
     train_fraction: float
+    prompt_variation: float
     max_dev_sentences: int
     device: str
     stop_after: int
@@ -153,6 +154,7 @@ class TrainingSettings:
         require(self.loss_norm in LOSS_NORMS, f"training.loss_norm must be one of {LOSS_NORMS}, got {self.loss_norm!r}")
         require(0 <= self.balance_momentum < 1, "training.balance_momentum must be in [0, 1)")
         require(0 < self.train_fraction <= 1, "training.train_fraction must be in (0, 1]")
+        require(0 <= self.prompt_variation <= 1, "training.prompt_variation must be in [0, 1]")
 
 
 @dataclass
@@ -296,17 +298,24 @@ class Distiller:
     def _collate(self, records: list[Record], rng: random.Random) -> dict[str, Any]:
         items = []
         for r in records:
-            prompts = [label_prompt(lbl, self.label_table) for lbl in r.labels]
+            worded = {lbl: self._wording(lbl, rng) for lbl in r.labels}
+            prompts = list(worded.values())
             rng.shuffle(prompts)
             items.append({
                 "tokenized_text": self.student.model_words(r.tokens),
-                "ner": [[s, e, label_prompt(lbl, self.label_table)] for s, e, lbl in r.ner],
+                "ner": [[s, e, worded.get(lbl) or self._wording(lbl, rng)] for s, e, lbl in r.ner],
                 "ner_labels": prompts,
             })  # fmt: skip
         batch = self.collator(items)
         if self.device.type == "cuda":  # page-locked: the copy to the device runs asynchronously
             batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         return batch
+
+    def _wording(self, label: str, rng: random.Random) -> str:
+        """The label's prompt, or with probability ``prompt_variation`` another of its wordings."""
+        if self.t.prompt_variation and rng.random() < self.t.prompt_variation:
+            return rng.choice(prompt_variants(label, self.label_table))
+        return label_prompt(label, self.label_table)
 
     def _linked(self, records: list[Record], n_words: int) -> tuple[list[tuple[int, int, int]], list[int]]:
         """(batch row, start, width index) and H row of every linked span that the model scored."""

@@ -300,3 +300,31 @@ def test_train_fraction_is_one_subset_per_seed_whatever_b(tmp_path):
     first = subset(1, 0.0)
     assert len(first) == 3 and first == subset(1, 0.5)
     assert any(subset(seed, 0.0) != first for seed in (2, 3, 4))
+
+
+def test_prompt_variation_draws_label_wordings_consistently_per_sentence(tmp_path):
+    """With prompt_variation, a sentence's label is sometimes worded by a synonym or capitalised
+    (configs/labels.cfg), the same wording for its gold spans and its label list; 0 = the prompt."""
+    import random
+
+    from spacy_kogner.data.labels import load_label_table, prompt_variants
+
+    table = load_label_table()
+    assert prompt_variants("Disease", table)[:2] == ["disease", "Disease"]
+    assert "disorder" in prompt_variants("Disease", table)
+    assert prompt_variants("anatomy", table) == ["anatomy", "Anatomy"]  # a silver prompt: casing only
+
+    seen: dict[float, set[str]] = {}
+    for p in (0.0, 1.0):
+        d = Distiller(load_config(CFG, overrides(tmp_path, **{"training.prompt_variation": p})), tmp_path / f"p{p}")
+        d.collator = lambda items: items  # look at the records the GLiNER collator would get
+        words: set[str] = set()
+        for step in range(20):
+            for item in d._collate(d.train, random.Random(step)):
+                assert {lbl for *_, lbl in item["ner"]} <= set(item["ner_labels"])
+                words.update(item["ner_labels"])
+        seen[p] = words
+    assert seen[0.0] == {"chemical", "disease"}
+    assert {"disorder", "Disease", "drug"} <= seen[1.0] and len(seen[1.0]) > 4
+    with pytest.raises(ConfigError, match="prompt_variation"):
+        check_config(load_config(CFG, {"training.prompt_variation": 1.5}), "cfg")

@@ -94,6 +94,23 @@ def indomain_study_cmd(
         typer.echo(f"{corpus}: {scores}")
 
 
+@app.command("pooled-study", context_settings=OVERRIDES)
+def pooled_study_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Argument(Path("configs/pooled.cfg"), help="Pooled corpus + study config"),
+    only: str = typer.Option("", help="Build, train and score one run only: pooled or loco/<corpus>"),
+    summary_only: bool = typer.Option(
+        False, "--summary-only", help="Write the summary from the finished runs; train nothing"
+    ),
+) -> None:
+    """One student for every label: pooled vs single-corpus, leave-one-corpus-out, held-out labels, speed."""
+    from ..workflow.pooled import render_markdown, run_study
+
+    summary = run_study(config, overrides_of(ctx), only, summary_only=summary_only)
+    if summary:
+        typer.echo(render_markdown(summary))
+
+
 @app.command("kg-study", context_settings=OVERRIDES)
 def kg_study_cmd(
     ctx: typer.Context,

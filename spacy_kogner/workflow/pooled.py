@@ -1,0 +1,325 @@
+"""The pooled biomedical student and what it is worth: in-domain, leave-one-corpus-out, held-out labels.
+
+``python -m spacy_kogner pooled-study configs/pooled.cfg`` builds (once) and trains (once; a run
+with a summary and ``model-best`` is reused):
+
+* **pooled**: one student on every gold corpus of ``[pooled] corpora`` plus KG silver for the kinds
+  no gold label prompts (``data/pooled.py``) — the project's packaged default;
+* **loco/<corpus>**: for each corpus of ``[study] heldout``, the same recipe without that corpus
+  (its text and its gold never seen; silver comes from the other corpora's text only).
+
+It then scores, on full test splits with each corpus's own labels as prompts:
+
+* ``indomain``: the pooled student on every corpus, beside the single-corpus student of the
+  in-domain study (``[study] single_runs``);
+* ``loco``: each leave-one-out student on its held-out corpus, beside the paper's Table 2 KoGNER;
+* ``heldout_labels``: per-label F1 of the leave-one-out students for the labels whose prompt no
+  training source of that run carried (neither gold nor silver) — zero-shot label types;
+* ``speed``: ``nlp.pipe`` sentences/s of the pooled student with 1, 8 and 20 labels.
+
+and writes ``pooled.json`` / ``pooled.md`` to the results folder. ``--only pooled|loco/<corpus>``
+trains and scores one run (no summary); ``--summary-only`` writes the summary from finished runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import load_config, read_section, require
+from ..run_summary import SUMMARY_FILE, RunSummary
+
+POOLED = "pooled"
+
+
+@dataclass
+class PooledStudySettings:
+    """``[study]`` of ``configs/pooled.cfg``: the runs, their training budget and the measurements."""
+
+    heldout: list[str]
+    distill_config: str
+    evaluate_config: str
+    threads: int
+    prompt_variation: float
+    max_dev_sentences: int
+    pooled_steps: int
+    pooled_minutes: float
+    pooled_eval_every: int
+    loco_steps: int
+    loco_minutes: float
+    loco_eval_every: int
+    single_runs: str
+    paper_table2: dict[str, float]
+    speed_corpus: str
+    speed_sentences: int
+    speed_labels: list[int]
+    extra_labels: list[str]
+
+    def __post_init__(self) -> None:
+        require(self.pooled_steps > 0 and self.loco_steps > 0, "[study] pooled_steps and loco_steps must be > 0")
+        require("{corpus}" in self.single_runs, "[study] single_runs must contain {corpus}")
+        require(all(n > 0 for n in self.speed_labels), "[study] speed_labels must be positive label counts")
+
+
+@dataclass
+class PooledStudyPaths:
+    """``[paths]``: gold test splits, where corpora, runs and results go, the teacher, the label table."""
+
+    sources: str
+    corpora: str
+    training: str
+    results: str
+    teacher: str
+    labels: str
+
+
+def runs_of(study: PooledStudySettings) -> list[str]:
+    """Run names: the pooled student, then one leave-one-out student per held-out corpus."""
+    return [POOLED, *(f"loco/{c}" for c in study.heldout)]
+
+
+def run_dir(name: str, paths: PooledStudyPaths) -> Path:
+    return Path(paths.training) / (f"{POOLED}/kogner" if name == POOLED else name)
+
+
+def corpus_dir(name: str, paths: PooledStudyPaths) -> Path:
+    return Path(paths.corpora) / name
+
+
+def _build(name: str, cfg: Any, paths: PooledStudyPaths) -> Path:
+    """The run's pooled corpus (built once): every corpus of [pooled], minus the held-out one."""
+    from ..data.labels import load_label_table
+    from ..data.pooled import PooledSettings, build_pooled
+    from ..kg.graph import load_kg
+
+    folder = corpus_dir(name, paths)
+    if (folder / "stats.json").is_file():
+        return folder
+    settings = read_section(PooledSettings, cfg["pooled"], "pooled")
+    if name != POOLED:
+        held = name.split("/", 1)[1]
+        settings.corpora = [c for c in settings.corpora if c != held]
+    kg_section = json.loads((Path(paths.teacher) / "meta.json").read_text(encoding="utf8"))["config"]["kg"]
+    silver = load_config("configs/silver.cfg")["silver"]
+    linking = load_config("configs/linking.cfg")["linking"]
+    kg = load_kg(kg_section, nodes_only=True)  # silver matches node names only
+    build_pooled(settings, folder, kg, silver, linking, load_label_table(paths.labels))
+    return folder
+
+
+def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folder: Path) -> Path:
+    """Distil one run (skipped when it finished before); the budget is [study]'s, the rest distill.cfg's."""
+    from ..training.distill import distill
+
+    run = run_dir(name, paths)
+    if (run / SUMMARY_FILE).is_file() and (run / "model-best").is_dir():
+        return run
+    pooled = name == POOLED
+    overrides = {
+        "paths.train": str(folder / "train.json"),
+        "paths.dev": str(folder / "dev.json"),
+        "paths.teacher": paths.teacher,
+        "paths.labels": paths.labels,
+        "training.epochs": 0,
+        "training.evals_per_epoch": 0,
+        "training.patience": 0,
+        "training.max_dev_sentences": study.max_dev_sentences,
+        "training.prompt_variation": study.prompt_variation,
+        "training.num_threads": study.threads,
+        "training.steps": study.pooled_steps if pooled else study.loco_steps,
+        "training.max_minutes": study.pooled_minutes if pooled else study.loco_minutes,
+        "training.eval_every": study.pooled_eval_every if pooled else study.loco_eval_every,
+    }
+    distill(study.distill_config, run, overrides)
+    return run
+
+
+def _score(name: str, corpus: str, study: PooledStudySettings, paths: PooledStudyPaths) -> dict[str, Any]:
+    """The run's full-test-split row on one corpus (cached under results/pooled/)."""
+    from ..evaluation.harness import evaluate_pipeline
+
+    out = Path(paths.results) / "pooled" / f"{name.replace('/', '__')}__{corpus}.json"
+    if out.is_file():
+        return json.loads(out.read_text(encoding="utf8"))
+    row = evaluate_pipeline(
+        run_dir(name, paths) / "model-best",
+        Path(paths.sources) / corpus / "test.tsv",
+        config=study.evaluate_config,
+        labels_table=paths.labels,
+        tags={"run": name, "test_corpus": corpus},
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2), encoding="utf8")
+    return row
+
+
+def _tests_of(name: str, cfg: Any, study: PooledStudySettings) -> list[str]:
+    return list(cfg["pooled"]["corpora"]) if name == POOLED else [name.split("/", 1)[1]]
+
+
+def run_study(config: str | Path, overrides: dict[str, Any] | None = None, only: str = "",
+              summary_only: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Build, train and score every run of the study, then write ``pooled.json`` / ``.md``."""
+    cfg = load_config(config, overrides)
+    study = read_section(PooledStudySettings, cfg["study"], "study")
+    paths = read_section(PooledStudyPaths, cfg["paths"], "paths")
+    require(not (only and summary_only), "--only and --summary-only exclude each other")
+    names = runs_of(study)
+    if only:
+        require(only in names, f"--only {only!r} is not a run of the study; runs: {names}")
+        names = [only]
+    if not summary_only:
+        for name in names:
+            _train(name, study, paths, _build(name, cfg, paths))
+            for corpus in _tests_of(name, cfg, study):
+                _score(name, corpus, study, paths)
+        if only:
+            return {}
+    return write_summary(cfg, study, paths)
+
+
+def _prompts_seen(name: str, paths: PooledStudyPaths, table: dict[str, Any]) -> set[str]:
+    """Lower-cased prompts a run trained with (gold labels' prompts and synonyms, silver prompts)."""
+    from ..data.labels import prompt_variants
+
+    stats = json.loads((corpus_dir(name, paths) / "stats.json").read_text(encoding="utf8"))
+    labels = {lbl for sets in stats["label_sets"].values() for lbl in sets}
+    return {p.lower() for lbl in labels for p in prompt_variants(lbl, table)}
+
+
+def heldout_label_scores(name: str, row: dict[str, Any], paths: PooledStudyPaths) -> dict[str, float]:
+    """Per-label exact F1 of a test row for the labels whose prompt the run never trained with."""
+    from ..data.labels import label_prompt, load_label_table
+
+    table = load_label_table(paths.labels)
+    seen = _prompts_seen(name, paths, table)
+    return {
+        lbl: round(scores["f"], 2)
+        for lbl, scores in row["exact"]["per_label"].items()
+        if label_prompt(lbl, table).lower() not in seen
+    }
+
+
+def measure_speed(study: PooledStudySettings, paths: PooledStudyPaths) -> dict[str, Any]:
+    """``nlp.pipe`` sentences/s of the pooled student with each label count of ``speed_labels``:
+    its own labels first, then ``extra_labels``, in order; one warm-up pass, same sentences."""
+    import spacy
+    import torch
+    from spacy.tokens import Doc
+
+    from ..data.readers import read_corpus
+
+    torch.set_num_threads(study.threads)
+    nlp = spacy.load(run_dir(POOLED, paths) / "model-best")
+    pipe = nlp.get_pipe("kogner")
+    pool = list(dict.fromkeys([*(spec.prompt for spec in pipe.label_specs), *study.extra_labels]))
+    sents = read_corpus(Path(paths.sources) / study.speed_corpus / "test.tsv")[: study.speed_sentences]
+    out: dict[str, Any] = {"corpus": study.speed_corpus, "sentences": len(sents), "threads": study.threads}
+    for n in study.speed_labels:
+        require(n <= len(pool), f"[study] speed_labels asks for {n} labels; only {len(pool)} are known")
+        pipe.set_labels(pool[:n])
+        docs = [Doc(nlp.vocab, words=s.tokens) for s in sents]
+        list(nlp.pipe(docs[:32]))
+        start = time.perf_counter()
+        list(nlp.pipe(docs))
+        out[str(n)] = round(len(docs) / (time.perf_counter() - start), 1)
+    return out
+
+
+def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths) -> dict[str, Any]:
+    """``pooled.json`` (the committed shape: indomain / loco / heldout_labels, percent) and ``.md``."""
+    summary: dict[str, Any] = {"indomain": {}, "single": {}, "loco": {}, "heldout_labels": {}, "runs": {}}
+    results = Path(paths.results)
+    for name in runs_of(study):
+        run = run_dir(name, paths)
+        if not (run / SUMMARY_FILE).is_file():
+            continue
+        rs = RunSummary.read(run / SUMMARY_FILE)
+        summary["runs"][name] = {
+            "steps": rs.steps, "train_minutes": round(rs.wall_s / 60, 1), "cpu": rs.cpu,
+            "train_sentences": rs.train_sentences, "best_dev_f": rs.best_dev_f,
+        }  # fmt: skip
+        for corpus in _tests_of(name, cfg, study):
+            score = results / "pooled" / f"{name.replace('/', '__')}__{corpus}.json"
+            if not score.is_file():
+                continue
+            row = json.loads(score.read_text(encoding="utf8"))
+            if name == POOLED:
+                summary["indomain"][corpus] = round(row["exact"]["f"], 2)
+                single = _single_score(corpus, study, paths)
+                if single is not None:
+                    summary["single"][corpus] = single
+            else:
+                summary["loco"][corpus] = round(row["exact"]["f"], 2)
+                summary["heldout_labels"].update(
+                    {f"{lbl} ({corpus})": f for lbl, f in heldout_label_scores(name, row, paths).items()}
+                )
+    speed_file = results / "pooled" / "speed.json"
+    if (run_dir(POOLED, paths) / "model-best").is_dir():
+        if not speed_file.is_file():
+            speed_file.parent.mkdir(parents=True, exist_ok=True)
+            speed_file.write_text(json.dumps(measure_speed(study, paths), indent=2), encoding="utf8")
+        summary["speed"] = json.loads(speed_file.read_text(encoding="utf8"))
+    summary["paper_table2"] = dict(study.paper_table2)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "pooled.json").write_text(json.dumps(summary, indent=2), encoding="utf8")
+    (results / "pooled.md").write_text(render_markdown(summary), encoding="utf8")
+    return summary
+
+
+def _single_score(corpus: str, study: PooledStudySettings, paths: PooledStudyPaths) -> float | None:
+    """The single-corpus student's full-test F1 (its run's test.json, or the in-domain study row)."""
+    run = Path(study.single_runs.format(corpus=corpus))
+    for path in (Path(paths.results) / "indomain" / f"{corpus}__kogner.json", run / "test.json"):
+        if path.is_file():
+            row = json.loads(path.read_text(encoding="utf8"))
+            f = row.get("exact", {}).get("f", row.get("f"))
+            if f is not None:
+                return round(float(f), 2)
+    return None
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    """The three tables and the speed row, each run's budget beside it."""
+    lines = ["# One biomedical student: pooled, leave-one-corpus-out, held-out labels", ""]
+    lines += ["Exact-span micro F1 (%), full test splits, each corpus's own labels as prompts.", ""]
+    lines += [
+        "## In-domain: pooled vs single-corpus students",
+        "",
+        "| corpus | pooled | single | diff |",
+        "|---|---|---|---|",
+    ]
+    for corpus, f in summary["indomain"].items():
+        single = summary["single"].get(corpus)
+        diff = f"{f - single:+.2f}" if single is not None else "–"
+        lines.append(f"| {corpus} | {f:.2f} | {single if single is not None else '–'} | {diff} |")
+    lines += ["", "## Leave-one-corpus-out (text and labels of the test corpus never seen)", ""]
+    lines += ["| held-out corpus | ours | paper KoGNER (Table 2) | diff |", "|---|---|---|---|"]
+    for corpus, f in summary["loco"].items():
+        paper = summary["paper_table2"].get(corpus)
+        diff = f"{f - paper:+.2f}" if paper is not None else "–"
+        lines.append(f"| {corpus} | {f:.2f} | {paper if paper is not None else '–'} | {diff} |")
+    lines += ["", "## Held-out label types (no gold or silver source of the run carried their prompt)", ""]
+    lines += ["| label (test corpus) | F1 |", "|---|---|"]
+    lines += [f"| {lbl} | {f:.2f} |" for lbl, f in summary["heldout_labels"].items()]
+    speed = summary.get("speed")
+    if speed:
+        counts = [k for k in speed if k.isdigit()]
+        lines += ["", f"## Speed: `nlp.pipe` sentences/s by label count ({speed['sentences']} {speed['corpus']} "
+                  f"test sentences, {speed['threads']} threads)", ""]  # fmt: skip
+        lines += ["| labels | " + " | ".join(counts) + " |", "|---" * (len(counts) + 1) + "|"]
+        lines += ["| sentences/s | " + " | ".join(f"{speed[k]:,.1f}" for k in counts) + " |"]
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| run | steps | train min | train sentences | best dev F1 | CPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in summary["runs"].items():
+        dev = f"{100 * r['best_dev_f']:.2f}" if r.get("best_dev_f") is not None else "–"
+        lines.append(f"| {name} | {r['steps']} | {r['train_minutes']} | {r['train_sentences']} | {dev} | {r['cpu']} |")
+    return "\n".join(lines) + "\n"

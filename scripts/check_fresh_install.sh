@@ -15,6 +15,11 @@
 #   5. from WORK_DIR, no PYTHONPATH, HF_HUB_OFFLINE=1: spacy.load + annotate; fail unless the
 #      kogner spans are set and no sklearn/matplotlib/pykeen/torch_geometric module was imported
 #
+# A trained pipeline: PIPELINE=folder (e.g. training/full/pooled/kogner/model-best) is packaged
+# instead of an untrained one, with its saved threshold; NAME sets the package name (en_NAME);
+# EXPECT=scripts/biomed_examples.tsv also checks, in the fresh venv, that every listed
+# (text, entity text, label) is found (an entity of that label containing the text).
+#
 # Environment: DEV_PYTHON (python of the dev venv that has spacy-kogner and `build`; default
 # .venv/bin/python), PYTHON (python for the fresh venv; default python3), PIP_INSTALL_ARGS
 # (extra pip args, e.g. "--extra-index-url https://download.pytorch.org/whl/cpu" where the
@@ -43,8 +48,8 @@ WORK="${1:-/tmp/kogner-fresh-install}"
 DEV_PYTHON="${DEV_PYTHON:-$REPO/.venv/bin/python}"
 PYTHON="${PYTHON:-python3}"
 read -r -a PIP_ARGS <<< "${PIP_INSTALL_ARGS:-}"
-NAME=kogner_check
-VERSION=0.0.1
+NAME="${NAME:-kogner_check}"
+VERSION="${VERSION:-0.0.1}"
 TEXT='Germline mutations in BRCA1 cause hereditary breast cancer, and tamoxifen lowers the risk.'
 FORBIDDEN='pykeen|torch[-_]geometric|scikit[-_]learn|sklearn|matplotlib|spacy[-_]transformers|sentence[-_]transformers|gt[-_]all[-_]minilm[-_]l6[-_]v2|accelerate'
 
@@ -105,7 +110,8 @@ fi
 step "5. load + annotate offline, from $WORK, without PYTHONPATH"
 OUT="$(cd "$WORK" && env -u PYTHONPATH HF_HUB_OFFLINE=1 "$VPY" -c "
 import sys, spacy
-nlp = spacy.load('en_$NAME'); nlp.get_pipe('kogner').configure(threshold=0.0)
+nlp = spacy.load('en_$NAME')
+if not '${PIPELINE:-}': nlp.get_pipe('kogner').configure(threshold=0.0)  # untrained: show some spans
 doc = nlp(sys.argv[1])
 print(nlp.pipe_names[:1], len(doc.spans['kogner']), [(e.text, e.label_) for e in doc.ents][:5])
 print('kb_ids', [(e.text, e.kb_id_) for e in doc.ents if e.kb_id_])
@@ -118,6 +124,25 @@ grep -qE "^\['kogner'\] [1-9][0-9]* \[" <<< "$OUT" || { echo "FAIL: no kogner sp
 grep -qx '\[\]' <<< "$OUT" || { echo "FAIL: a training module was imported" >&2; exit 1; }
 grep -q "^loaded from $WORK/venv/.*en_$NAME $WORK/venv/.*spacy_kogner/__init__.py$" <<< "$OUT" \
     || { echo "FAIL: not loaded from the fresh venv" >&2; exit 1; }
+
+if [ -n "${EXPECT:-}" ]; then
+    step "6. expected entities ($EXPECT), offline, in the fresh venv"
+    (cd "$WORK" && env -u PYTHONPATH HF_HUB_OFFLINE=1 "$VPY" - "$(cd "$(dirname "$EXPECT")" && pwd)/$(basename "$EXPECT")" <<PYEOF
+import csv, sys, spacy
+nlp = spacy.load('en_$NAME')
+rows = [r for r in csv.reader(open(sys.argv[1], encoding='utf8'), delimiter='\t') if r and not r[0].startswith('#')]
+docs = {t: nlp(t) for t in dict.fromkeys(r[0] for r in rows)}
+missed = 0
+for text, want, label in rows:
+    ents = [(e.text, e.label_) for e in docs[text].ents]
+    ok = any(want in t and lab == label for t, lab in ents)
+    missed += not ok
+    print('OK  ' if ok else 'MISS', repr(want), label, '' if ok else f'<- got {ents}')
+print(f'{len(rows) - missed}/{len(rows)} expected entities found')
+sys.exit(1 if missed else 0)
+PYEOF
+    ) || { echo "FAIL: expected entities missing" >&2; exit 1; }
+fi
 
 step "sizes"
 du -sh "$CORE_WHEEL" "$PIPE_WHEEL" "$WORK/venv"

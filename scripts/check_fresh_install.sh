@@ -126,8 +126,9 @@ grep -q "^loaded from $WORK/venv/.*en_$NAME $WORK/venv/.*spacy_kogner/__init__.p
     || { echo "FAIL: not loaded from the fresh venv" >&2; exit 1; }
 
 if [ -n "${EXPECT:-}" ]; then
+    EXPECT="$(cd "$(dirname "$EXPECT")" && pwd)/$(basename "$EXPECT")"
     step "6. expected entities ($EXPECT), offline, in the fresh venv"
-    (cd "$WORK" && env -u PYTHONPATH HF_HUB_OFFLINE=1 "$VPY" - "$(cd "$(dirname "$EXPECT")" && pwd)/$(basename "$EXPECT")" <<PYEOF
+    (cd "$WORK" && env -u PYTHONPATH HF_HUB_OFFLINE=1 "$VPY" - "$EXPECT" <<PYEOF
 import csv, sys, spacy
 nlp = spacy.load('en_$NAME')
 rows = [r for r in csv.reader(open(sys.argv[1], encoding='utf8'), delimiter='\t') if r and not r[0].startswith('#')]

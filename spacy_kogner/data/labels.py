@@ -24,6 +24,10 @@ class LabelInfo:
     # other wordings of the prompt, drawn in training (``prompt_variation``) so that a user's own
     # wording of the label still works
     synonyms: list[str] = field(default_factory=list)
+    # labels of one family may name the same span (a BC2GM "GENE" can be a JNLPBA "protein"); a
+    # span of one family is a negative for every other family's label (distill cross_negatives).
+    # "" = the label is its own family
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,12 @@ def prompt_variants(label: str, table: dict[str, LabelInfo]) -> list[str]:
     info = table.get(label)
     words = [info.prompt, *info.synonyms] if info is not None else [label]
     return list(dict.fromkeys(w for word in words for w in (word, word[:1].upper() + word[1:])))
+
+
+def label_family(label: str, table: dict[str, LabelInfo]) -> str:
+    """The label's family (``LabelInfo.family``, else the label itself, lower-cased)."""
+    info = table.get(label)
+    return (info.family if info is not None and info.family else label).lower()
 
 
 def label_prompt(label: str, table: dict[str, LabelInfo]) -> str:

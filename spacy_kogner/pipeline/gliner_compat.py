@@ -274,8 +274,27 @@ def span_loss(
     span_mask: torch.Tensor,
     **loss_kwargs: Any,
 ) -> torch.Tensor:
-    """GLiNER's span loss (focal BCE over span × label pairs) for the given logits."""
-    return model.model.loss(logits, labels, prompts_mask, span_mask, **loss_kwargs)
+    """GLiNER's span loss (focal BCE over span × label pairs) for the given logits.
+
+    ``pair_mask`` ``[B, L, K, C]`` (optional) keeps only the (span, label) pairs it marks 1: the
+    loss of the others is unknown (a prompt whose spans the sentence's corpus does not annotate).
+    GLiNER's ``loss`` masks whole labels only, so this path applies its elementwise focal loss
+    (``_loss``) and the same label and span masks, then the mask, then GLiNER's reduction."""
+    pair_mask = loss_kwargs.pop("pair_mask", None)
+    if pair_mask is None:
+        return model.model.loss(logits, labels, prompts_mask, span_mask, **loss_kwargs)
+    batch, _, _, classes = logits.shape
+    losses = model.model._loss(
+        logits.view(batch, -1, classes),
+        labels.view(batch, -1, classes),
+        alpha=loss_kwargs.get("alpha", -1.0),
+        gamma=loss_kwargs.get("gamma", 0.0),
+    )
+    keep = prompts_mask.unsqueeze(1) * span_mask.view(batch, -1, 1).float() * pair_mask.view(batch, -1, classes)
+    losses = losses * keep
+    if loss_kwargs.get("reduction", "sum") == "mean":
+        return losses.sum() / span_mask.float().sum().clamp(min=1)
+    return losses.sum()
 
 
 def reference_logits(model: Any, batch: dict[str, Any]) -> torch.Tensor:

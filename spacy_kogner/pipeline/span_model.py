@@ -439,6 +439,9 @@ class SpanModel:
         """GLiNER's span loss and, from the same forward pass, the span vectors before label scoring
         (``span_rep_layer`` output) of the requested ``(batch row, start, width index)`` spans."""
         if self._head is None:
+            if loss_kwargs.get("pair_mask") is not None:
+                raise ValueError("a (span, label) loss mask needs GLiNER's markerV0 span head")
+            loss_kwargs.pop("pair_mask", None)
             loss, all_vectors = compat.forward_with_span_vectors(self.gliner, inputs, **loss_kwargs)
             return loss, (all_vectors[spans] if spans is not None else None)
         labels = inputs["labels"]

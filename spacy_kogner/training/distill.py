@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import ConfigError, load_config, read_section, require
-from ..data.labels import label_prompt, load_label_table, prompt_variants
+from ..data.labels import label_family, label_prompt, load_label_table, prompt_variants
 from ..pipeline.gliner_compat import training_collator
 from ..pipeline.precision import PRECISIONS, autocast, resolve_precision
 from ..pipeline.span_model import SpanModel
@@ -132,6 +132,7 @@ class TrainingSettings:
     max_train_sentences: int
     train_fraction: float
     prompt_variation: float
+    cross_negatives: bool
     max_dev_sentences: int
     device: str
     stop_after: int
@@ -195,6 +196,15 @@ def check_config(cfg: dict[str, Any], path: str | Path) -> DistillConfig:
     return DistillConfig.from_config(cfg, path)
 
 
+def _other_labels(records: list[Record]) -> dict[str, list[str]]:
+    """Per corpus, the labels of the training set that its sentences are not annotated for."""
+    own: dict[str, set[str]] = {}
+    for r in records:
+        own.setdefault(r.corpus, set()).update(r.labels)
+    universe = sorted(set().union(*own.values())) if own else []
+    return {corpus: [lbl for lbl in universe if lbl not in labels] for corpus, labels in own.items()}
+
+
 class Distiller:
     """Owns the student, the heads, the teacher store and the loop; see the module docstring."""
 
@@ -212,6 +222,7 @@ class Distiller:
         self.label_table = load_label_table(paths.labels)
         self.train = _fraction(read_records(paths.train, t.max_train_sentences), t.train_fraction, t.seed)
         self.dev = read_records(paths.dev, t.max_dev_sentences) if paths.dev else []
+        self.others = _other_labels(self.train) if t.cross_negatives else {}
         self.test = read_records(paths.test) if paths.test else []
         if not self.train:
             raise ConfigError(f"Training corpus {paths.train} has no sentences")
@@ -296,20 +307,46 @@ class Distiller:
         return self._collate(records, rng), records
 
     def _collate(self, records: list[Record], rng: random.Random) -> dict[str, Any]:
-        items = []
+        items, channels = [], []
         for r in records:
             worded = {lbl: self._wording(lbl, rng) for lbl in r.labels}
-            prompts = list(worded.values())
-            rng.shuffle(prompts)
+            for lbl in self.others.get(r.corpus, []):  # cross_negatives: the other corpora's labels
+                wording = self._wording(lbl, rng)
+                if wording not in worded.values():
+                    worded[lbl] = wording
+            order = list(worded)
+            rng.shuffle(order)
+            channels.append(order)
             items.append({
                 "tokenized_text": self.student.model_words(r.tokens),
                 "ner": [[s, e, worded.get(lbl) or self._wording(lbl, rng)] for s, e, lbl in r.ner],
-                "ner_labels": prompts,
+                "ner_labels": [worded[lbl] for lbl in order],
             })  # fmt: skip
         batch = self.collator(items)
+        if self.others:
+            batch["pair_mask"] = self._pair_mask(records, channels, batch["labels"].shape)
         if self.device.type == "cuda":  # page-locked: the copy to the device runs asynchronously
             batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         return batch
+
+    def _pair_mask(self, records: list[Record], channels: list[list[str]], shape: torch.Size) -> torch.Tensor:
+        """1 for the (span, label) pairs whose loss is known: every span for the sentence's own
+        labels; for another corpus's label, only the sentence's annotated spans of another label
+        family (a chemical is not a gene; whether an unannotated span is one, nobody said)."""
+        mask = torch.ones(shape)  # [B, words × widths, C], GLiNER's label tensor layout
+        width = self.student.max_width
+        for b, (r, order) in enumerate(zip(records, channels, strict=True)):
+            own = set(r.labels)
+            for c, lbl in enumerate(order):
+                if lbl in own:
+                    continue
+                mask[b, :, c] = 0.0
+                family = label_family(lbl, self.label_table)
+                for s, e, span_label in r.ner:
+                    at = s * width + e - s
+                    if e - s < width and at < shape[1] and label_family(span_label, self.label_table) != family:
+                        mask[b, at, c] = 1.0
+        return mask
 
     def _wording(self, label: str, rng: random.Random) -> str:
         """The label's prompt, or with probability ``prompt_variation`` another of its wordings."""
@@ -336,13 +373,15 @@ class Distiller:
         self.heads.train()
         batch, records = self.batches.get(step)
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        pair_mask = inputs.pop("pair_mask", None)
         where, rows = self._linked(records, inputs["span_idx"].size(1) // self.student.max_width)
         distil = self.t.b > 0 and bool(where)
         index = tuple(torch.tensor(x, device=self.device) for x in zip(*where, strict=True)) if distil else None
         with autocast(self.device, self.amp):
             l_lang, spans = self.student.train_forward(
-                inputs, index, alpha=self.t.focal_alpha, gamma=self.t.focal_gamma, reduction=self.t.loss_reduction
-            )
+                inputs, index, alpha=self.t.focal_alpha, gamma=self.t.focal_gamma, reduction=self.t.loss_reduction,
+                pair_mask=pair_mask,
+            )  # fmt: skip
         l_lang = l_lang.float()
         if self.t.loss_norm == "per_span":  # per gold (span, label) pair the batch scored
             l_lang = l_lang / inputs["labels"].sum().clamp(min=1)
@@ -399,6 +438,7 @@ class Distiller:
             for i in range(0, len(linked), size):
                 chunk = linked[i : i + size]
                 batch = self._collate(chunk, random.Random(0))
+                batch.pop("pair_mask", None)
                 inputs = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
                 where, rows = self._linked(chunk, inputs["span_idx"].size(1) // self.student.max_width)
                 if not where:

@@ -328,3 +328,59 @@ def test_prompt_variation_draws_label_wordings_consistently_per_sentence(tmp_pat
     assert {"disorder", "Disease", "drug"} <= seen[1.0] and len(seen[1.0]) > 4
     with pytest.raises(ConfigError, match="prompt_variation"):
         check_config(load_config(CFG, {"training.prompt_variation": 1.5}), "cfg")
+
+
+def test_cross_negatives_prompt_other_corpora_labels_with_a_loss_only_where_it_is_known(tmp_path):
+    """A pooled corpus: corpus "chem" annotates Chemical, corpus "dis" Disease. With
+    cross_negatives each sentence is also prompted with the other corpus's label; that label's
+    loss is kept only on the sentence's annotated spans of another family (a chemical is not a
+    disease), and the student trains through the masked loss."""
+    import random
+
+    from toy_distill import SENTENCES
+
+    records = []
+    for i, (tokens, ner) in enumerate(SENTENCES):
+        corpus, label = ("chem", "Chemical") if i % 2 else ("dis", "Disease")
+        records.append({"tokenized_text": tokens, "ner": [list(x) for x in ner if x[2] == label],
+                        "kge": [None for x in ner if x[2] == label], "corpus": corpus, "labels": [label]})  # fmt: skip
+    (tmp_path / "pool.json").write_text(json.dumps(records))
+    ov = overrides(tmp_path, **{"paths.train": str(tmp_path / "pool.json"), "training.cross_negatives": True})
+    d = Distiller(load_config(CFG, ov), tmp_path / "out")
+    assert d.others == {"chem": ["Disease"], "dis": ["Chemical"]}
+    batch = d._collate(d.train, random.Random(0))
+    labels, mask = batch["labels"], batch["pair_mask"]  # [B, words x widths, labels]
+    assert mask.shape == labels.shape and labels.shape[-1] == 2
+    k = d.student.max_width
+    for b, r in enumerate(d.train):
+        own = "Chemical" if r.corpus == "chem" else "Disease"
+        for s, e, lbl in r.ner:
+            assert lbl == own
+            at = s * k + e - s
+            assert labels[b, at].sum() == 1  # positive in exactly one channel: its own label's
+            c = int(labels[b, at].argmax())
+            assert mask[b, :, c].min() == 1  # own label: every span in the loss
+            assert mask[b, at, 1 - c] == 1  # the annotated chemical is a known non-disease
+        if r.ner:  # the other label's channel: in the loss on the sentence's own spans only
+            c = int(labels[b, r.ner[0][0] * k + r.ner[0][1] - r.ner[0][0]].argmax())
+            assert mask[b, :, 1 - c].sum() == len(r.ner)
+    # the masked path is GLiNER's own loss where the mask keeps everything
+    from spacy_kogner.pipeline import gliner_compat as compat
+
+    logits = torch.randn(labels.shape[0], labels.shape[1] // k, k, labels.shape[-1])
+    prompts_mask, span_mask = torch.ones(labels.shape[0], labels.shape[-1]), batch["span_mask"]
+    four_d = labels.view(logits.shape)
+    kw = {"alpha": 0.75, "gamma": 2.0, "reduction": "sum"}
+    plain = compat.span_loss(d.student.gliner, logits, four_d, prompts_mask, span_mask, **kw)
+    ones = compat.span_loss(
+        d.student.gliner, logits, four_d, prompts_mask, span_mask, pair_mask=torch.ones_like(mask), **kw
+    )
+    masked = compat.span_loss(d.student.gliner, logits, four_d, prompts_mask, span_mask, pair_mask=mask, **kw)
+    assert torch.allclose(plain, ones) and masked < plain
+    without = Distiller(load_config(CFG, overrides(tmp_path, **{"paths.train": str(tmp_path / "pool.json")})),
+                        tmp_path / "plain")  # fmt: skip
+    assert without.others == {} and "pair_mask" not in without._collate(without.train, random.Random(0))
+
+    distill(CFG, tmp_path / "run", ov)
+    losses = [json.loads(x)["l_lang"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

@@ -264,6 +264,7 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
             speed_file.write_text(json.dumps(measure_speed(study, paths), indent=2), encoding="utf8")
         summary["speed"] = json.loads(speed_file.read_text(encoding="utf8"))
     summary["paper_table2"] = dict(study.paper_table2)
+    summary["not_run"] = [name for name in runs_of(study) if name not in summary["runs"]]
     results.mkdir(parents=True, exist_ok=True)
     (results / "pooled.json").write_text(json.dumps(summary, indent=2), encoding="utf8")
     (results / "pooled.md").write_text(render_markdown(summary), encoding="utf8")
@@ -322,4 +323,6 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for name, r in summary["runs"].items():
         dev = f"{100 * r['best_dev_f']:.2f}" if r.get("best_dev_f") is not None else "–"
         lines.append(f"| {name} | {r['steps']} | {r['train_minutes']} | {r['train_sentences']} | {dev} | {r['cpu']} |")
+    if summary.get("not_run"):  # a table never hides the runs it lacks
+        lines += ["", f"Not run (no finished run summary): {', '.join(summary['not_run'])}."]
     return "\n".join(lines) + "\n"

@@ -54,7 +54,7 @@ def test_summary_from_finished_runs(tmp_path: Path) -> None:
     assert summary["loco"] == {"JNLPBA": pytest.approx(23.33, abs=0.01)}
     # protein was a training prompt of the run; cell_line and DNA never were
     assert summary["heldout_labels"] == {"DNA (JNLPBA)": 10.0, "cell_line (JNLPBA)": 20.0}
-    assert summary["paper_table2"]["JNLPBA"] == 32.8
+    assert summary["paper_table2"]["JNLPBA"] == 32.8 and summary["not_run"] == []
     md = (Path(paths["results"]) / "pooled.md").read_text(encoding="utf8")
     assert "| NCBI-disease | 80.00 | 81.5 | -1.50 |" in md
     assert "| JNLPBA | 23.33 | 32.8 | -9.47 |" in md

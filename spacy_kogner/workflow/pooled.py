@@ -283,6 +283,16 @@ def _single_score(corpus: str, study: PooledStudySettings, paths: PooledStudyPat
     return None
 
 
+def _rows_beside(ours: dict[str, float], reference: dict[str, float]) -> list[str]:
+    """Table rows: corpus, our F1, the reference F1 and the difference ("–" where none)."""
+    rows = []
+    for corpus, f in ours.items():
+        ref = reference.get(corpus)
+        diff = f"{f - ref:+.2f}" if ref is not None else "–"
+        rows.append(f"| {corpus} | {f:.2f} | {ref if ref is not None else '–'} | {diff} |")
+    return rows
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """The three tables and the speed row, each run's budget beside it."""
     lines = ["# One biomedical student: pooled, leave-one-corpus-out, held-out labels", ""]
@@ -293,16 +303,10 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "| corpus | pooled | single | diff |",
         "|---|---|---|---|",
     ]
-    for corpus, f in summary["indomain"].items():
-        single = summary["single"].get(corpus)
-        diff = f"{f - single:+.2f}" if single is not None else "–"
-        lines.append(f"| {corpus} | {f:.2f} | {single if single is not None else '–'} | {diff} |")
+    lines += _rows_beside(summary["indomain"], summary["single"])
     lines += ["", "## Leave-one-corpus-out (text and labels of the test corpus never seen)", ""]
     lines += ["| held-out corpus | ours | paper KoGNER (Table 2) | diff |", "|---|---|---|---|"]
-    for corpus, f in summary["loco"].items():
-        paper = summary["paper_table2"].get(corpus)
-        diff = f"{f - paper:+.2f}" if paper is not None else "–"
-        lines.append(f"| {corpus} | {f:.2f} | {paper if paper is not None else '–'} | {diff} |")
+    lines += _rows_beside(summary["loco"], summary["paper_table2"])
     lines += ["", "## Held-out label types (no gold or silver source of the run carried their prompt)", ""]
     lines += ["| label (test corpus) | F1 |", "|---|---|"]
     lines += [f"| {lbl} | {f:.2f} |" for lbl, f in summary["heldout_labels"].items()]

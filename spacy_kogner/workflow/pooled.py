@@ -156,7 +156,7 @@ def _score(name: str, corpus: str, study: PooledStudySettings, paths: PooledStud
     return row
 
 
-def _tests_of(name: str, cfg: Any, study: PooledStudySettings) -> list[str]:
+def _tests_of(name: str, cfg: Any) -> list[str]:
     return list(cfg["pooled"]["corpora"]) if name == POOLED else [name.split("/", 1)[1]]
 
 
@@ -174,7 +174,7 @@ def run_study(config: str | Path, overrides: dict[str, Any] | None = None, only:
     if not summary_only:
         for name in names:
             _train(name, study, paths, _build(name, cfg, paths))
-            for corpus in _tests_of(name, cfg, study):
+            for corpus in _tests_of(name, cfg):
                 _score(name, corpus, study, paths)
         if only:
             return {}
@@ -242,7 +242,7 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
             "steps": rs.steps, "train_minutes": round(rs.wall_s / 60, 1), "cpu": rs.cpu,
             "train_sentences": rs.train_sentences, "best_dev_f": rs.best_dev_f,
         }  # fmt: skip
-        for corpus in _tests_of(name, cfg, study):
+        for corpus in _tests_of(name, cfg):
             score = results / "pooled" / f"{name.replace('/', '__')}__{corpus}.json"
             if not score.is_file():
                 continue

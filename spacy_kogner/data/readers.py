@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,12 +372,14 @@ def corpus_label_sets(sentences: Iterable[Sentence]) -> dict[str, list[str]]:
 def write_gliner_json(
     sentences: list[Sentence],
     path: str | Path,
-    label_sets: dict[str, list[str]] | None = None,
+    label_sets: dict[str, list[str]] | Callable[[Sentence], list[str]] | None = None,
     extras: bool = True,
 ) -> None:
-    """Write GLiNER JSON; ``label_sets`` (corpus → labels) defaults to the labels seen per corpus."""
-    label_sets = label_sets or corpus_label_sets(sentences)
-    records = [sentence_to_gliner(s, label_sets.get(s.corpus), extras) for s in sentences]
+    """Write GLiNER JSON; ``label_sets`` (corpus → labels, or a function of the sentence when label
+    sets differ within a corpus) defaults to the labels seen per corpus."""
+    sets = label_sets or corpus_label_sets(sentences)
+    labels_of = sets if callable(sets) else (lambda s: sets.get(s.corpus))
+    records = [sentence_to_gliner(s, labels_of(s), extras) for s in sentences]
     with Path(path).open("w", encoding="utf8") as fh:
         fh.write("[\n")
         for i, rec in enumerate(records):

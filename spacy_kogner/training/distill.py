@@ -196,13 +196,10 @@ def check_config(cfg: dict[str, Any], path: str | Path) -> DistillConfig:
     return DistillConfig.from_config(cfg, path)
 
 
-def _other_labels(records: list[Record]) -> dict[str, list[str]]:
-    """Per corpus, the labels of the training set that its sentences are not annotated for."""
-    own: dict[str, set[str]] = {}
-    for r in records:
-        own.setdefault(r.corpus, set()).update(r.labels)
-    universe = sorted(set().union(*own.values())) if own else []
-    return {corpus: [lbl for lbl in universe if lbl not in labels] for corpus, labels in own.items()}
+def _label_universe(records: list[Record]) -> list[str]:
+    """Every label of the training set (cross_negatives prompts each sentence with the ones it
+    is not annotated for: another corpus's, or a silver kind that did not match in it)."""
+    return sorted({lbl for r in records for lbl in r.labels})
 
 
 class Distiller:
@@ -222,7 +219,7 @@ class Distiller:
         self.label_table = load_label_table(paths.labels)
         self.train = _fraction(read_records(paths.train, t.max_train_sentences), t.train_fraction, t.seed)
         self.dev = read_records(paths.dev, t.max_dev_sentences) if paths.dev else []
-        self.others = _other_labels(self.train) if t.cross_negatives else {}
+        self.universe = _label_universe(self.train) if t.cross_negatives else []
         self.test = read_records(paths.test) if paths.test else []
         if not self.train:
             raise ConfigError(f"Training corpus {paths.train} has no sentences")
@@ -310,7 +307,9 @@ class Distiller:
         items, channels = [], []
         for r in records:
             worded = {lbl: self._wording(lbl, rng) for lbl in r.labels}
-            for lbl in self.others.get(r.corpus, []):  # cross_negatives: the other corpora's labels
+            for lbl in self.universe:  # cross_negatives: the labels this sentence is not annotated for
+                if lbl in worded:
+                    continue
                 wording = self._wording(lbl, rng)
                 if wording not in worded.values():
                     worded[lbl] = wording
@@ -323,7 +322,7 @@ class Distiller:
                 "ner_labels": [worded[lbl] for lbl in order],
             })  # fmt: skip
         batch = self.collator(items)
-        if self.others:
+        if self.universe:
             batch["pair_mask"] = self._pair_mask(records, channels, batch["labels"].shape)
         if self.device.type == "cuda":  # page-locked: the copy to the device runs asynchronously
             batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -331,7 +330,7 @@ class Distiller:
 
     def _pair_mask(self, records: list[Record], channels: list[list[str]], shape: torch.Size) -> torch.Tensor:
         """1 for the (span, label) pairs whose loss is known: every span for the sentence's own
-        labels; for another corpus's label, only the sentence's annotated spans of another label
+        labels; for a label it is not annotated for, only the sentence's annotated spans of another label
         family (a chemical is not a gene; whether an unannotated span is one, nobody said)."""
         mask = torch.ones(shape)  # [B, words × widths, C], GLiNER's label tensor layout
         width = self.student.max_width

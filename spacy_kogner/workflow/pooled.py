@@ -44,6 +44,7 @@ class PooledStudySettings:
     evaluate_config: str
     threads: int
     prompt_variation: float
+    cross_negatives: bool
     max_dev_sentences: int
     pooled_steps: int
     pooled_minutes: float
@@ -128,6 +129,7 @@ def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folde
         "training.patience": 0,
         "training.max_dev_sentences": study.max_dev_sentences,
         "training.prompt_variation": study.prompt_variation,
+        "training.cross_negatives": study.cross_negatives,
         "training.num_threads": study.threads,
         "training.steps": study.pooled_steps if pooled else study.loco_steps,
         "training.max_minutes": study.pooled_minutes if pooled else study.loco_minutes,

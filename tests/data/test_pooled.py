@@ -51,7 +51,7 @@ def test_uncovered_kinds_are_decided_by_prompt() -> None:
     ]
 
 
-def _run(tmp: Path, corpora: str) -> tuple[list, dict]:
+def _run(tmp: Path, corpora: str, silver_negatives: str = "corpus") -> tuple[list, dict]:
     out = tmp / f"pooled-{corpora}"
     cfg = tmp / "pooled.cfg"
     cfg.write_text(
@@ -60,6 +60,7 @@ def _run(tmp: Path, corpora: str) -> tuple[list, dict]:
         f'gold_dir = "{tmp}/gold/{{corpus}}"\n'
         'silver = [["Compound", "chemical"], ["Anatomy", "anatomy"], ["Pharmacologic Class", "pharmacologic class"]]\n'
         'blocking_kinds = ["Disease", "Compound", "Gene"]\n'
+        f'silver_negatives = "{silver_negatives}"\n'
         "seed = 1\n",
         encoding="utf8",
     )
@@ -89,6 +90,17 @@ def test_pool_keeps_label_sets_and_adds_silver_for_uncovered_kinds(gold_dirs: Pa
     assert {tuple(r["labels"]) for r in dev} == {("Disease",), ("Chemical", "Disease")}
 
 
+def test_matched_silver_negatives_offer_a_silver_prompt_only_where_it_matched(gold_dirs: Path) -> None:
+    _run(gold_dirs, "NCBI-disease", silver_negatives="matched")
+    records = json.loads((gold_dirs / "pooled-NCBI-disease" / "train.json").read_text(encoding="utf8"))
+    # "breast cancer ... brain": anatomy matched, no chemical or pharmacologic class in it
+    assert records[0]["labels"] == ["Disease", "anatomy"]
+    assert records[1]["labels"] == ["Disease", "anatomy", "chemical"]
+    stats = json.loads((gold_dirs / "pooled-NCBI-disease" / "stats.json").read_text(encoding="utf8"))
+    # the per-corpus sets still list every label a corpus's sentences may carry
+    assert stats["label_sets"]["NCBI-disease"] == ["Disease", "chemical", "anatomy", "pharmacologic class"]
+
+
 def test_leave_one_out_pool_brings_in_silver_for_the_held_out_labels(gold_dirs: Path) -> None:
     train, stats = _run(gold_dirs, "NCBI-disease")
     # without BC5CDR nothing prompts "chemical": lithium and progesterone become chemical silver
@@ -103,7 +115,8 @@ def test_leave_one_out_pool_brings_in_silver_for_the_held_out_labels(gold_dirs: 
 def test_missing_gold_split_is_a_clear_error(tmp_path: Path) -> None:
     cfg = tmp_path / "pooled.cfg"
     cfg.write_text(
-        f'[pooled]\ncorpora = ["X"]\ngold_dir = "{tmp_path}/{{corpus}}"\nsilver = []\nblocking_kinds = []\nseed = 1\n',
+        f'[pooled]\ncorpora = ["X"]\ngold_dir = "{tmp_path}/{{corpus}}"\nsilver = []\nblocking_kinds = []\n'
+        'silver_negatives = "corpus"\nseed = 1\n',
         encoding="utf8",
     )
     result = CliRunner().invoke(app, ["pooled-corpus", str(tmp_path / "out"), "--config", str(cfg)])
@@ -115,6 +128,8 @@ def test_settings_are_checked() -> None:
     from spacy_kogner.config import ConfigError
 
     with pytest.raises(ConfigError, match="gold_dir"):
-        PooledSettings(corpora=["A"], gold_dir="x", silver=[], blocking_kinds=[], seed=0)
+        PooledSettings(corpora=["A"], gold_dir="x", silver=[], blocking_kinds=[], silver_negatives="corpus", seed=0)
     with pytest.raises(ConfigError, match="kind, prompt"):
-        PooledSettings(corpora=["A"], gold_dir="{corpus}", silver=[["Anatomy"]], blocking_kinds=[], seed=0)
+        PooledSettings(["A"], "{corpus}", [["Anatomy"]], blocking_kinds=[], silver_negatives="corpus", seed=0)
+    with pytest.raises(ConfigError, match="silver_negatives"):
+        PooledSettings(["A"], "{corpus}", [], blocking_kinds=[], silver_negatives="some", seed=0)

@@ -347,7 +347,7 @@ def test_cross_negatives_prompt_other_corpora_labels_with_a_loss_only_where_it_i
     (tmp_path / "pool.json").write_text(json.dumps(records))
     ov = overrides(tmp_path, **{"paths.train": str(tmp_path / "pool.json"), "training.cross_negatives": True})
     d = Distiller(load_config(CFG, ov), tmp_path / "out")
-    assert d.others == {"chem": ["Disease"], "dis": ["Chemical"]}
+    assert d.universe == ["Chemical", "Disease"]
     batch = d._collate(d.train, random.Random(0))
     labels, mask = batch["labels"], batch["pair_mask"]  # [B, words x widths, labels]
     assert mask.shape == labels.shape and labels.shape[-1] == 2
@@ -379,8 +379,33 @@ def test_cross_negatives_prompt_other_corpora_labels_with_a_loss_only_where_it_i
     assert torch.allclose(plain, ones) and masked < plain
     without = Distiller(load_config(CFG, overrides(tmp_path, **{"paths.train": str(tmp_path / "pool.json")})),
                         tmp_path / "plain")  # fmt: skip
-    assert without.others == {} and "pair_mask" not in without._collate(without.train, random.Random(0))
+    assert without.universe == [] and "pair_mask" not in without._collate(without.train, random.Random(0))
 
     distill(CFG, tmp_path / "run", ov)
     losses = [json.loads(x)["l_lang"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_cross_negatives_follow_per_sentence_label_sets(tmp_path):
+    """Silver offered only where it matched (pooled.cfg silver_negatives = "matched"): a sentence of
+    the same corpus without an anatomy match gets "anatomy" as a cross negative (loss on its gold
+    spans only); the one with a match keeps the full anatomy loss."""
+    import random
+
+    from toy_distill import SENTENCES
+
+    (t0, n0), (t1, n1) = SENTENCES[0], SENTENCES[1]
+    gold = sorted({x[2] for x in n0} | {x[2] for x in n1})
+    records = [
+        {"tokenized_text": t0, "ner": [list(x) for x in n0] + [[0, 0, "anatomy"]],
+         "kge": [None] * (len(n0) + 1), "corpus": "c", "labels": gold + ["anatomy"]},
+        {"tokenized_text": t1, "ner": [list(x) for x in n1], "kge": [None] * len(n1), "corpus": "c", "labels": gold},
+    ]  # fmt: skip
+    (tmp_path / "pool.json").write_text(json.dumps(records))
+    ov = overrides(tmp_path, **{"paths.train": str(tmp_path / "pool.json"), "training.cross_negatives": True})
+    d = Distiller(load_config(CFG, ov), tmp_path / "out")
+    assert d.universe == gold + ["anatomy"]
+    full, masked = (d._collate([r], random.Random(0))["pair_mask"] for r in d.train)  # [1, spans, labels]
+    assert full.min() == 1  # the matched sentence: every (span, label) pair is in the loss
+    assert full.shape[-1] == masked.shape[-1] == len(gold) + 1
+    assert masked.sum(dim=1).min() == len(n1) > 0  # its anatomy channel: only its gold spans

@@ -233,7 +233,9 @@ def measure_speed(study: PooledStudySettings, paths: PooledStudyPaths) -> dict[s
 
 def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths) -> dict[str, Any]:
     """``pooled.json`` (the committed shape: indomain / loco / heldout_labels, percent) and ``.md``."""
-    summary: dict[str, Any] = {"indomain": {}, "single": {}, "loco": {}, "heldout_labels": {}, "runs": {}}
+    summary: dict[str, Any] = {
+        "indomain": {}, "single": {}, "loco": {}, "loco_per_label": {}, "heldout_labels": {}, "runs": {}
+    }  # fmt: skip
     results = Path(paths.results)
     for name in runs_of(study):
         run = run_dir(name, paths)
@@ -256,6 +258,9 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
                     summary["single"][corpus] = single
             else:
                 summary["loco"][corpus] = round(row["exact"]["f"], 2)
+                summary["loco_per_label"][corpus] = {
+                    lbl: round(scores["f"], 2) for lbl, scores in row["exact"]["per_label"].items()
+                }
                 summary["heldout_labels"].update(
                     {f"{lbl} ({corpus})": f for lbl, f in heldout_label_scores(name, row, paths).items()}
                 )
@@ -309,6 +314,10 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines += ["", "## Leave-one-corpus-out (text and labels of the test corpus never seen)", ""]
     lines += ["| held-out corpus | ours | paper KoGNER (Table 2) | diff |", "|---|---|---|---|"]
     lines += _rows_beside(summary["loco"], summary["paper_table2"])
+    per_label = summary.get("loco_per_label", {})
+    if per_label:
+        lines += ["", "Per label (exact F1):", "", "| held-out corpus | label | F1 |", "|---|---|---|"]
+        lines += [f"| {c} | {lbl} | {f:.2f} |" for c, scores in per_label.items() for lbl, f in scores.items()]
     lines += ["", "## Held-out label types (no gold or silver source of the run carried their prompt)", ""]
     lines += ["| label (test corpus) | F1 |", "|---|---|"]
     lines += [f"| {lbl} | {f:.2f} |" for lbl, f in summary["heldout_labels"].items()]

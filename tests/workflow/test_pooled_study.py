@@ -58,6 +58,8 @@ def test_summary_from_finished_runs(tmp_path: Path) -> None:
     md = (Path(paths["results"]) / "pooled.md").read_text(encoding="utf8")
     assert "| NCBI-disease | 80.00 | 81.5 | -1.50 |" in md
     assert "| JNLPBA | 23.33 | 32.8 | -9.47 |" in md
+    assert summary["loco_per_label"] == {"JNLPBA": {"protein": 40.0, "cell_line": 20.0, "DNA": 10.0}}
+    assert "| JNLPBA | cell_line | 20.00 |" in md
     assert json.loads((Path(paths["results"]) / "pooled.json").read_text())["loco"] == summary["loco"]
 
 

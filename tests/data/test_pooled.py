@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from spacy_kogner.cli import app
+from spacy_kogner.config import ConfigError
 from spacy_kogner.data.labels import load_label_table
 from spacy_kogner.data.pooled import PooledSettings, matched_kinds, uncovered_kinds
 from spacy_kogner.data.readers import Sentence, Span, read_gliner_json, write_gliner_json
@@ -51,7 +52,7 @@ def test_uncovered_kinds_are_decided_by_prompt() -> None:
     ]
 
 
-def _run(tmp: Path, corpora: str, silver_negatives: str = "corpus") -> tuple[list, dict]:
+def _run(tmp: Path, corpora: str, silver_negatives: str = "corpus", names: int = 0) -> tuple[list, dict]:
     out = tmp / f"pooled-{corpora}"
     cfg = tmp / "pooled.cfg"
     cfg.write_text(
@@ -61,6 +62,7 @@ def _run(tmp: Path, corpora: str, silver_negatives: str = "corpus") -> tuple[lis
         'silver = [["Compound", "chemical"], ["Anatomy", "anatomy"], ["Pharmacologic Class", "pharmacologic class"]]\n'
         'blocking_kinds = ["Disease", "Compound", "Gene"]\n'
         f'silver_negatives = "{silver_negatives}"\n'
+        f"kg_names_per_kind = {names}\nnames_per_sentence = 2\n"
         "seed = 1\n",
         encoding="utf8",
     )
@@ -116,7 +118,7 @@ def test_missing_gold_split_is_a_clear_error(tmp_path: Path) -> None:
     cfg = tmp_path / "pooled.cfg"
     cfg.write_text(
         f'[pooled]\ncorpora = ["X"]\ngold_dir = "{tmp_path}/{{corpus}}"\nsilver = []\nblocking_kinds = []\n'
-        'silver_negatives = "corpus"\nseed = 1\n',
+        'silver_negatives = "corpus"\nkg_names_per_kind = 0\nnames_per_sentence = 5\nseed = 1\n',
         encoding="utf8",
     )
     result = CliRunner().invoke(app, ["pooled-corpus", str(tmp_path / "out"), "--config", str(cfg)])
@@ -124,12 +126,34 @@ def test_missing_gold_split_is_a_clear_error(tmp_path: Path) -> None:
     assert "has no train split" in result.output
 
 
+NAMES_OFF = {"kg_names_per_kind": 0, "names_per_sentence": 5, "seed": 0}
+
+
 def test_settings_are_checked() -> None:
-    from spacy_kogner.config import ConfigError
 
     with pytest.raises(ConfigError, match="gold_dir"):
-        PooledSettings(corpora=["A"], gold_dir="x", silver=[], blocking_kinds=[], silver_negatives="corpus", seed=0)
+        PooledSettings(["A"], "x", silver=[], blocking_kinds=[], silver_negatives="corpus", **NAMES_OFF)
     with pytest.raises(ConfigError, match="kind, prompt"):
-        PooledSettings(["A"], "{corpus}", [["Anatomy"]], blocking_kinds=[], silver_negatives="corpus", seed=0)
+        PooledSettings(["A"], "{corpus}", [["Anatomy"]], blocking_kinds=[], silver_negatives="corpus", **NAMES_OFF)
     with pytest.raises(ConfigError, match="silver_negatives"):
-        PooledSettings(["A"], "{corpus}", [], blocking_kinds=[], silver_negatives="some", seed=0)
+        PooledSettings(["A"], "{corpus}", [], blocking_kinds=[], silver_negatives="some", **NAMES_OFF)
+
+
+def test_kg_name_sentences_list_the_graphs_names_of_the_kinds_in_use(gold_dirs: Path) -> None:
+    train, stats = _run(gold_dirs, "NCBI-disease", silver_negatives="matched", names=10)
+    names = [s for s in train if s.corpus == "kg-names"]
+    # without BC5CDR: chemical (Lithium, Progesterone), anatomy (brain); "Progesterone" the
+    # Pharmacologic Class is blocked by the Compound of that name, so that kind lists nothing
+    listed = sorted((" ".join(s.tokens[x.start : x.end]), x.label, x.kge) for s in names for x in s.spans)
+    assert listed == [
+        ("Lithium", "chemical", "Compound::DB1"),
+        ("Progesterone", "chemical", "Compound::DB2"),
+        ("brain", "anatomy", "Anatomy::U1"),
+    ]
+    assert any(s.tokens[-1] == "." and "," in s.tokens for s in names)  # two names per sentence
+    assert stats["name_spans"] == {"anatomy": 1, "chemical": 2}
+    records = json.loads((gold_dirs / "pooled-NCBI-disease" / "train.json").read_text(encoding="utf8"))
+    assert sorted(tuple(r["labels"]) for r in records if r["corpus"] == "kg-names") == [("anatomy",), ("chemical",)]
+    assert PooledSettings(["A"], "{corpus}", [], [], "matched", kg_names_per_kind=0, names_per_sentence=1, seed=0)
+    with pytest.raises(ConfigError, match="names_per_sentence"):
+        PooledSettings(["A"], "{corpus}", [], [], "matched", kg_names_per_kind=3, names_per_sentence=0, seed=0)

@@ -150,7 +150,7 @@ def name_sentences(
             found = matcher.match_sentence(tokens)
             if len(found) != 1 or found[0][:2] != (0, len(tokens)) or matcher.kinds[found[0][2]] != kind:
                 continue
-            span = matcher._span(0, len(tokens), found[0][2], "name")
+            span = matcher.span(0, len(tokens), found[0][2], "name")
             if span.label:
                 names.append((tokens, span))
             if len(names) == settings.kg_names_per_kind:

@@ -176,7 +176,7 @@ class SilverMatcher:
             taken = set()
             spans = []
             for start, end, row in matches:
-                spans.append(self._span(start, end, row, "dictionary"))
+                spans.append(self.span(start, end, row, "dictionary"))
                 taken.update(range(start, end))
             defined: dict[str, int] = {}
             if self.settings.abbreviations:
@@ -189,13 +189,14 @@ class SilverMatcher:
                     known.update(d)
                 for i, tok in enumerate(sent.tokens):
                     if tok in known and i not in taken:
-                        spans.append(self._span(i, i + 1, known[tok], "abbreviation"))
+                        spans.append(self.span(i, i + 1, known[tok], "abbreviation"))
                 recent = [*recent, defined][-window:]
             spans.sort(key=lambda s: (s.start, s.end))
             out.append(Sentence(list(sent.tokens), spans, corpus or sent.corpus, sent.doc_id))
         return out
 
-    def _span(self, start: int, end: int, row: int, how: str) -> Span:
+    def span(self, start: int, end: int, row: int, how: str) -> Span:
+        """The silver span of node ``row`` over tokens [start, end), labelled by its kind's prompt."""
         kind = self.kinds[row]
         info = self.kind_table.get(kind)
         label = info.prompt if info else kind

@@ -205,9 +205,8 @@ def pool_splits(
             sents, counts = add_silver(sents, matcher)
             silver_counts.update(counts)
         train.extend(sents)
-    name_counts: Counter[str] = Counter()
-    if matcher is not None and settings.kg_names_per_kind:
-        names, name_counts = name_sentences(matcher, kinds, settings)
+    names, name_counts = name_sentences(matcher, kinds, settings) if matcher is not None else ([], Counter())
+    if names:
         train.extend(names)
         own = {**own, NAMES_CORPUS: []}
         train_sets[NAMES_CORPUS] = list(prompts)

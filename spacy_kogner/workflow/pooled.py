@@ -192,17 +192,13 @@ def _prompts_seen(name: str, paths: PooledStudyPaths, table: dict[str, Any]) -> 
     return {p.lower() for lbl in labels for p in prompt_variants(lbl, table)}
 
 
-def heldout_label_scores(name: str, row: dict[str, Any], paths: PooledStudyPaths) -> dict[str, float]:
-    """Per-label exact F1 of a test row for the labels whose prompt the run never trained with."""
+def heldout_label_scores(name: str, per_label: dict[str, float], paths: PooledStudyPaths) -> dict[str, float]:
+    """The per-label F1 of a run's test row for the labels whose prompt the run never trained with."""
     from ..data.labels import label_prompt, load_label_table
 
     table = load_label_table(paths.labels)
     seen = _prompts_seen(name, paths, table)
-    return {
-        lbl: round(scores["f"], 2)
-        for lbl, scores in row["exact"]["per_label"].items()
-        if label_prompt(lbl, table).lower() not in seen
-    }
+    return {lbl: f for lbl, f in per_label.items() if label_prompt(lbl, table).lower() not in seen}
 
 
 def measure_speed(study: PooledStudySettings, paths: PooledStudyPaths) -> dict[str, Any]:
@@ -258,11 +254,10 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
                     summary["single"][corpus] = single
             else:
                 summary["loco"][corpus] = round(row["exact"]["f"], 2)
-                summary["loco_per_label"][corpus] = {
-                    lbl: round(scores["f"], 2) for lbl, scores in row["exact"]["per_label"].items()
-                }
+                per_label = {lbl: round(scores["f"], 2) for lbl, scores in row["exact"]["per_label"].items()}
+                summary["loco_per_label"][corpus] = per_label
                 summary["heldout_labels"].update(
-                    {f"{lbl} ({corpus})": f for lbl, f in heldout_label_scores(name, row, paths).items()}
+                    {f"{lbl} ({corpus})": f for lbl, f in heldout_label_scores(name, per_label, paths).items()}
                 )
     speed_file = results / "pooled" / "speed.json"
     if (run_dir(POOLED, paths) / "model-best").is_dir():

@@ -1,4 +1,5 @@
-"""Data commands: ``convert``, ``link-report``, ``build-corpus``, ``silver``, ``generate``.
+"""Data commands: ``convert``, ``link-report``, ``build-corpus``, ``silver``, ``pooled-corpus``,
+``kg-names``, ``generate``.
 
 Examples (from the repository root; paths default to ``configs/linking.cfg``'s ``[kg]``/``[paths]``)::
 
@@ -7,6 +8,7 @@ Examples (from the repository root; paths default to ``configs/linking.cfg``'s `
     python -m spacy_kogner build-corpus NCBI-disease corpus/NCBI-disease
     python -m spacy_kogner build-corpus NCBI-disease,BC5CDR corpus/pooled --max-sentences 500
     python -m spacy_kogner silver BC5CDR corpus/silver-BC5CDR --kinds "Compound,Disease,Symptom,Side Effect"
+    python -m spacy_kogner kg-names Disease corpus/kg-names/Disease.json
     python -m spacy_kogner generate corpus/llm.json --n 100 --base-url http://127.0.0.1:8000/v1
 
 Config values can be overridden spaCy-style after the arguments, e.g.
@@ -256,6 +258,51 @@ def pooled_corpus(
         fail(str(err))
     typer.echo(f"silver kinds: {', '.join(stats['silver_kinds']) or 'none'}; silver spans {stats['silver_spans']}")
     typer.echo(f"Wrote {out_dir}: {stats['sentences']['train']} train, {stats['sentences']['dev']} dev sentences")
+
+
+@app.command("kg-names", context_settings=OVERRIDES)
+def kg_names(
+    ctx: typer.Context,
+    label: str = typer.Argument(
+        ..., help="Corpus label whose KG kinds (labels.cfg kg_kinds) name the spans, e.g. Disease"
+    ),
+    out: Path = typer.Argument(..., help="Output GLiNER JSON (statistics in OUT.stats.json)"),
+    per_kind: int = typer.Option(0, help="Names per kind (0 = every name the matcher keeps)"),
+    per_sentence: int = typer.Option(10, help="Names listed per sentence"),
+    seed: int = typer.Option(42, help="Sampling and order seed"),
+    config: str = typer.Option("configs/pooled.cfg", help="Config whose [pooled] blocking_kinds apply"),
+    silver_config: str = typer.Option("configs/silver.cfg", help="Silver matcher config (names, stop names)"),
+    linking: str = typer.Option("configs/linking.cfg", help="Linker config (normalisation, [kg])"),
+    labels: str = typer.Option(DEFAULT_LABELS_CFG, help="Label table (the label's KG kinds)"),
+    kg_nodes: str = typer.Option(None, help="KG node table (default: [kg] in the linking config)"),
+) -> None:
+    """Training sentences listing the KG's node names of a label's kinds, each span linked to its node."""
+    from ..config import ConfigError
+    from ..data.kg_names import build_label_names
+    from ..kg.graph import load_kg
+
+    mine, rest = _split_overrides(ctx, {"pooled", "silver"})
+    blocking = load_config(resolve_config_path(config), mine)["pooled"]["blocking_kinds"]
+    silver = load_config(resolve_config_path(silver_config), {k: v for k, v in mine.items() if k.startswith("silver.")})
+    cfg = _linking_config(linking, ctx, rest)
+    kg = load_kg({**cfg["kg"], **({"nodes": kg_nodes} if kg_nodes else {})}, nodes_only=True)
+    per_kind = per_kind or len(kg.node_ids)
+    try:
+        stats = build_label_names(
+            label,
+            out,
+            kg,
+            load_label_table(labels),
+            silver["silver"],
+            cfg["linking"],
+            blocking,
+            per_kind,
+            per_sentence,
+            seed,
+        )
+    except ConfigError as err:
+        fail(str(err))
+    typer.echo(f"Wrote {out}: {stats['sentences']} sentences, names by kind {stats['by_kind']}")
 
 
 @app.command("generate", context_settings=OVERRIDES)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, Section, require
+from .kg_names import NAMES_CORPUS, name_sentences
 from .labels import KindInfo, LabelInfo, label_prompt
 from .readers import Sentence, Span
 from .silver import SilverMatcher
@@ -116,57 +116,6 @@ def add_silver(sentences: list[Sentence], matcher: SilverMatcher) -> tuple[list[
     return out, counts
 
 
-NAMES_CORPUS = "kg-names"
-_NAME_TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def name_sentences(
-    matcher: SilverMatcher, used: Sequence[str], settings: PooledSettings
-) -> tuple[list[Sentence], Counter[str]]:
-    """Training sentences made of the KG's own node names, for the silver kinds in ``used``.
-
-    Text matched in the gold sentences carries few names of a kind no gold corpus covers (1,838
-    chemicals in the 34,805 sentences of a pool without BC5CDR), and a student trained on them
-    scores a held-out corpus's chemicals below its threshold and calls lithium a disease. The
-    graph itself lists every name: ``kg_names_per_kind`` of each kind (sampled with the seed),
-    ``names_per_sentence`` to a comma-separated list. A name is kept only where the matcher, run
-    on it alone, finds exactly that node's kind over all its tokens, so every silver rule (stop
-    names, one-word generic names, blocking kinds) applies here as in text."""
-    rng = random.Random(settings.seed)
-    counts: Counter[str] = Counter()
-    out: list[Sentence] = []
-    if not settings.kg_names_per_kind:
-        return out, counts
-    by_kind: dict[str, list[int]] = {}
-    for row, kind in enumerate(matcher.kinds):
-        if kind in used:
-            by_kind.setdefault(kind, []).append(row)
-    for kind in used:
-        rows = by_kind.get(kind, [])
-        rng.shuffle(rows)
-        names: list[tuple[list[str], Span]] = []
-        for row in rows:
-            tokens = _NAME_TOKEN.findall(matcher.names[row])
-            found = matcher.match_sentence(tokens)
-            if len(found) != 1 or found[0][:2] != (0, len(tokens)) or matcher.kinds[found[0][2]] != kind:
-                continue
-            span = matcher.span(0, len(tokens), found[0][2], "name")
-            if span.label:
-                names.append((tokens, span))
-            if len(names) == settings.kg_names_per_kind:
-                break
-        for i in range(0, len(names), settings.names_per_sentence):
-            tokens, spans = [], []
-            for j, (name, span) in enumerate(names[i : i + settings.names_per_sentence]):
-                if j:
-                    tokens.append(",")
-                spans.append(Span(len(tokens), len(tokens) + len(name), span.label, span.kge, span.match))
-                tokens.extend(name)
-            out.append(Sentence(tokens + ["."], spans, NAMES_CORPUS))
-            counts.update(sp.label for sp in spans)
-    return out, counts
-
-
 def pool_splits(
     gold: dict[str, dict[str, list[Sentence]]],
     settings: PooledSettings,
@@ -205,7 +154,11 @@ def pool_splits(
             sents, counts = add_silver(sents, matcher)
             silver_counts.update(counts)
         train.extend(sents)
-    names, name_counts = name_sentences(matcher, kinds, settings) if matcher is not None else ([], Counter())
+    names, name_counts = (
+        name_sentences(matcher, kinds, settings.kg_names_per_kind, settings.names_per_sentence, settings.seed)
+        if matcher is not None
+        else ([], Counter())
+    )
     if names:
         train.extend(names)
         own = {**own, NAMES_CORPUS: []}

@@ -53,7 +53,9 @@ class PathsSettings:
     """``[paths]``: the training data, the teacher and where the student starts from.
 
     ``test`` (optional) is scored at every evaluation for the learning curves only; model and
-    threshold selection use ``dev`` alone."""
+    threshold selection use ``dev`` alone. ``extra_train`` (optional) is appended to the training
+    sentences after ``train_fraction`` has drawn its subset: the KG's node-name sentences
+    (``kg-names``) that every arm of a low-resource KG study sees whole."""
 
     train: str
     dev: str
@@ -61,6 +63,7 @@ class PathsSettings:
     labels: str
     init_model: str
     test: str = ""
+    extra_train: str = ""
 
 
 @dataclass
@@ -218,6 +221,8 @@ class Distiller:
         paths = self.config.paths
         self.label_table = load_label_table(paths.labels)
         self.train = _fraction(read_records(paths.train, t.max_train_sentences), t.train_fraction, t.seed)
+        if paths.extra_train:
+            self.train += read_records(paths.extra_train)
         self.dev = read_records(paths.dev, t.max_dev_sentences) if paths.dev else []
         self.universe = _label_universe(self.train) if t.cross_negatives else []
         self.test = read_records(paths.test) if paths.test else []

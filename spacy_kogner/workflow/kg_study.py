@@ -54,12 +54,14 @@ class StudySettings:
 
 @dataclass
 class Regime:
-    """``[regimes.<name>]``: a training corpus (or a seeded fraction of it) with its dev and test."""
+    """``[regimes.<name>]``: a training corpus (or a seeded fraction of it) with its dev and test;
+    ``extra_train``: sentences every arm also trains on, whole (the KG's node names: ``kg-names``)."""
 
     train: str
     dev: str
     test: str
     fraction: float = 1.0
+    extra_train: str = ""
 
     def __post_init__(self) -> None:
         require(0 < self.fraction <= 1, "regime fraction must be in (0, 1]")
@@ -100,8 +102,8 @@ def run_study(
             for seed in study.seeds:
                 for arm in arms:
                     _run_cell(study, name, regime, arm, seed, arm_cfgs[arm])
-    summary = summarise(study, regimes, arms)
     results = Path(study.results)
+    summary = _carry_over(summarise(study, regimes, arms), results / "kg_study.json")
     results.mkdir(parents=True, exist_ok=True)
     (results / "kg_study.json").write_text(json.dumps(summary, indent=2), encoding="utf8")
     (results / "kg_study.md").write_text(render_markdown(summary), encoding="utf8")
@@ -121,6 +123,7 @@ def _run_cell(study: StudySettings, name: str, regime: Regime, arm: str, seed: i
         **arm_cfg,
         "paths.train": regime.train,
         "paths.dev": regime.dev,
+        "paths.extra_train": regime.extra_train,
         "paths.teacher": study.teacher,
         "training.train_fraction": regime.fraction,
         "training.seed": seed,
@@ -178,6 +181,21 @@ def summarise(study: StudySettings, regimes: dict[str, Regime], arms: list[str])
                 })  # fmt: skip
             out["cells"].append(cell)
     return out
+
+
+def _carry_over(summary: dict[str, Any], previous: Path) -> dict[str, Any]:
+    """Keep the cells of an earlier summary whose runs are not on this machine (run folders are
+    git-ignored; the summary is what a study accumulates across machines and sessions). A cell
+    recomputed from runs here replaces its earlier version."""
+    if not previous.is_file():
+        return summary
+    fresh = {(c["regime"], c["arm"]) for c in summary["cells"]}
+    kept = [
+        c
+        for c in json.loads(previous.read_text(encoding="utf8")).get("cells", [])
+        if (c["regime"], c["arm"]) not in fresh
+    ]
+    return {**summary, "cells": kept + summary["cells"]}
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -301,6 +301,17 @@ def test_train_fraction_is_one_subset_per_seed_whatever_b(tmp_path):
     assert len(first) == 3 and first == subset(1, 0.5)
     assert any(subset(seed, 0.0) != first for seed in (2, 3, 4))
 
+    # extra_train (the KG name sentences of a study regime) is appended whole, after the subset
+    extra = tmp_path / "names.json"
+    names = {"tokenized_text": ["asthma", ",", "gout", "."], "ner": [[0, 0, "Disease"], [2, 2, "Disease"]],
+             "kge": ["Disease::1", "Disease::2"], "corpus": "kg-names", "labels": ["Disease"]}  # fmt: skip
+    extra.write_text(json.dumps([names]))
+    ov = overrides(tmp_path, **{"paths.teacher": str(store), "training.train_fraction": 0.5,
+                                "training.seed": 1, "paths.extra_train": str(extra)})  # fmt: skip
+    train = Distiller(load_config(CFG, ov), tmp_path / "extra").train
+    assert [r.tokens for r in train[:3]] == first and train[3].tokens == ["asthma", ",", "gout", "."]
+    assert len(train) == 4 and train[3].kge == ["Disease::1", "Disease::2"]
+
 
 def test_prompt_variation_draws_label_wordings_consistently_per_sentence(tmp_path):
     """With prompt_variation, a sentence's label is sometimes worded by a synonym or capitalised

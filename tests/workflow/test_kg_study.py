@@ -92,6 +92,14 @@ def test_study_pairs_arms_by_seed_and_resumes(tmp_path):
     mtime = (tmp_path / "runs" / "toy" / "b0" / "seed1" / "test.json").stat().st_mtime
     assert run_study(config) == summary  # finished runs are not trained again
     assert (tmp_path / "runs" / "toy" / "b0" / "seed1" / "test.json").stat().st_mtime == mtime
+    # a cell of an earlier summary whose runs are not here (another machine) is carried over; a
+    # cell recomputed here replaces its earlier version
+    earlier = {**cells["b0"], "regime": "elsewhere"}
+    stale = {**cells["share0.3"], "f1": [0.0, 0.0]}
+    (results / "kg_study.json").write_text(json.dumps({**summary, "cells": [earlier, stale]}))
+    merged = run_study(config)
+    assert merged["cells"] == [earlier, *summary["cells"]]
+    assert "| elsewhere | b0 |" in (results / "kg_study.md").read_text()
 
 
 def test_an_arm_without_a_section_fails_before_training(tmp_path):

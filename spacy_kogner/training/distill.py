@@ -92,6 +92,8 @@ class HeadSettings:
     block_weights: list[float]
     # "kg" (each node's own row of H) or "shuffled" (rows permuted within each kind: the control)
     teacher_rows: str
+    # kg_infonce / retrieval: subtract each kind's mean projected teacher row (kg_term.TeacherBank)
+    bank_center: bool = True
 
     def __post_init__(self) -> None:
         require(all(w >= 0 for w in self.block_weights), "heads.block_weights must be >= 0")
@@ -244,7 +246,7 @@ class Distiller:
         h = self.config.heads
         self.bank = None
         if self.store is not None:
-            self.bank = TeacherBank(self.store, h.standardise, h.block_weights, h.teacher_rows)
+            self.bank = TeacherBank(self.store, h.standardise, h.block_weights, h.teacher_rows, h.bank_center)
         teacher_dim = self.store.dim if self.store is not None else 1
         frozen = t.dist_loss in FROZEN_TEACHER
         self.heads = DistillHeads(self.student.hidden_size, teacher_dim, h.hidden, h.shared, h.dropout, frozen)
@@ -633,7 +635,7 @@ class Distiller:
                 "a": self.t.a, "b": self.t.b, "dist_loss": self.t.dist_loss, "linked_share": self.linked_share,
                 "loss_norm": self.t.loss_norm, "share_balance": self.t.share_balance,
                 "block_weights": self.config.heads.block_weights if self.config.heads.standardise else None,
-                "teacher_rows": self.config.heads.teacher_rows,
+                "teacher_rows": self.config.heads.teacher_rows, "bank_center": self.config.heads.bank_center,
                 "train_fraction": self.t.train_fraction, **_log_means(log_path), "kg_retrieval": retrieval,
                 "scheduled_steps": steps, "ended_by": ended, "epochs": done / self.plan.per_epoch,
                 "precision": "bf16" if self.amp is not None else "fp32", "batch_size": self.t.batch_size,

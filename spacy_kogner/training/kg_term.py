@@ -59,10 +59,13 @@ class TeacherBank:
 
     ``projected`` caches MLP_dist(H) of whole kinds for the frozen projection (a constant)."""
 
-    def __init__(self, store: Any, standardise: bool, block_weights: Sequence[float], rows: str = "kg") -> None:
+    def __init__(
+        self, store: Any, standardise: bool, block_weights: Sequence[float], rows: str = "kg", center: bool = True
+    ) -> None:
         if rows not in TEACHER_ROWS:
             raise ConfigError(f"heads.teacher_rows must be one of {TEACHER_ROWS}, got {rows!r}")
         self.store = store
+        self.center = center
         self.H = standardised_blocks(store, block_weights) if standardise else None
         kinds = np.asarray(store.kinds)
         self.kind_names, self.kind_of = np.unique(kinds, return_inverse=True)
@@ -86,14 +89,22 @@ class TeacherBank:
         return self.H[source]
 
     def projected(self, kind: int, mlp: torch.nn.Module, device: torch.device) -> torch.Tensor:
-        """Unit-normalised MLP_dist rows of every node of one kind (computed once: MLP_dist is frozen)."""
+        """Unit-normalised MLP_dist rows of every node of one kind (computed once: MLP_dist is frozen).
+
+        With ``center``, the kind's mean projected row is subtracted first: the bank only contrasts
+        nodes of one kind, so their shared direction carries nothing, and under the frozen random
+        projection it dominates (mean cosine between two side effects 0.86, between two genes 0.84,
+        measured on the Hetionet H store), which left the KG term at log(#nodes) on 5,734 side effects."""
         if kind not in self._projected:
             rows = self.kind_rows[kind]
             with torch.no_grad():
                 vecs = [
                     mlp(torch.from_numpy(self.rows(rows[i : i + 4096])).to(device)) for i in range(0, len(rows), 4096)
                 ]
-            self._projected[kind] = F.normalize(torch.cat(vecs).float(), dim=-1)
+                table = torch.cat(vecs).float()
+                if self.center and len(rows) > 1:
+                    table = table - table.mean(0, keepdim=True)
+            self._projected[kind] = F.normalize(table, dim=-1)
         return self._projected[kind]
 
     def clear(self) -> None:

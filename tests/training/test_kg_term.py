@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from toy_distill import write_teacher
 
 from spacy_kogner.config import ConfigError
@@ -90,3 +91,23 @@ def test_shuffled_rows_keep_kinds_but_not_the_node(store):
     assert (shuffled.source != np.arange(len(rows))).any()
     with pytest.raises(ConfigError, match="teacher_rows"):
         TeacherBank(store, standardise=True, block_weights=[1.0, 1.0, 1.0], rows="random")
+
+
+def test_bank_centres_each_kinds_projected_rows(store):
+    """Nodes of one kind share a direction that tells none of them apart; the bank removes it."""
+    centred = TeacherBank(store, standardise=True, block_weights=[1.0, 1.0, 1.0])
+    plain = TeacherBank(store, standardise=True, block_weights=[1.0, 1.0, 1.0], center=False)
+    shift = torch.nn.Linear(store.dim, store.dim)  # a projection that adds one offset to every row
+    with torch.no_grad():
+        shift.weight.copy_(torch.eye(store.dim))
+        shift.bias.fill_(5.0)
+    for kind, rows in enumerate(centred.kind_rows):
+        raw = torch.from_numpy(centred.rows(rows)) + 5.0
+        expect = raw - raw.mean(0, keepdim=True) if len(rows) > 1 else raw
+        torch.testing.assert_close(centred.projected(kind, shift, torch.device("cpu")), F.normalize(expect, dim=-1))
+        torch.testing.assert_close(plain.projected(kind, shift, torch.device("cpu")), F.normalize(raw, dim=-1))
+    # the offset makes every pair of compounds near-parallel; centred, they are told apart again
+    compounds = int(np.flatnonzero(centred.kind_names == "Compound")[0])
+    cos_plain = plain.projected(compounds, shift, torch.device("cpu"))
+    cos_centred = centred.projected(compounds, shift, torch.device("cpu"))
+    assert (cos_plain @ cos_plain.T).min() > 0.9 and (cos_centred @ cos_centred.T).min() < 0.5

@@ -39,7 +39,9 @@ def _linking_config(path: str, ctx: typer.Context, overrides: dict[str, Any] | N
     return load_config(resolve_config_path(path), overrides_of(ctx) if overrides is None else overrides)
 
 
-def _load_kg(cfg: Any, nodes: str | None, edges: list[str] | None) -> Any:
+def _load_kg(cfg: Any, nodes: str | None, edges: list[str] | None = None, nodes_only: bool = False) -> Any:
+    """The config's ``[kg]`` with the command's node/edge tables; ``nodes_only`` when only names are
+    matched (silver, KG names): the edges are not read."""
     from ..kg.graph import load_kg
 
     section = dict(cfg["kg"])
@@ -47,7 +49,7 @@ def _load_kg(cfg: Any, nodes: str | None, edges: list[str] | None) -> Any:
         section["nodes"] = nodes
     if edges:
         section["edges"] = list(edges)
-    return load_kg(section)
+    return load_kg(section, nodes_only=nodes_only)
 
 
 def _make_linker(cfg: Any, kg: Any, labels_cfg: str) -> Any:
@@ -227,6 +229,17 @@ def silver(
     typer.echo(f"Wrote {out_dir}")
 
 
+def _silver_inputs(
+    ctx: typer.Context, config: str, silver_config: str, linking: str
+) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The ``[pooled]`` section, the ``[silver]`` section and the linking config, each with its
+    command-line overrides."""
+    mine, rest = _split_overrides(ctx, {"pooled", "silver"})
+    pooled = load_config(resolve_config_path(config), {k: v for k, v in mine.items() if k.startswith("pooled.")})
+    silver = load_config(resolve_config_path(silver_config), {k: v for k, v in mine.items() if k.startswith("silver.")})
+    return pooled["pooled"], silver["silver"], _linking_config(linking, ctx, rest)
+
+
 @app.command("pooled-corpus", context_settings=OVERRIDES)
 def pooled_corpus(
     ctx: typer.Context,
@@ -241,19 +254,13 @@ def pooled_corpus(
     """Pool gold corpora (each keeps its label set) with KG silver for the kinds no gold label prompts."""
     from ..data.pooled import PooledSettings, build_pooled
 
-    mine, rest = _split_overrides(ctx, {"pooled", "silver"})
-    settings = PooledSettings.from_section(load_config(resolve_config_path(config), mine)["pooled"])
+    pooled, silver, cfg = _silver_inputs(ctx, config, silver_config, linking)
+    settings = PooledSettings.from_section(pooled)
     if corpora:
         settings.corpora = [c.strip() for c in corpora.split(",") if c.strip()]
-    silver = load_config(resolve_config_path(silver_config), {k: v for k, v in mine.items() if k.startswith("silver.")})
-    cfg = _linking_config(linking, ctx, rest)
-    kg = None
-    if settings.silver:  # silver matches node names: the edges are not read
-        from ..kg.graph import load_kg
-
-        kg = load_kg({**cfg["kg"], **({"nodes": kg_nodes} if kg_nodes else {})}, nodes_only=True)
+    kg = _load_kg(cfg, kg_nodes, nodes_only=True) if settings.silver else None
     try:
-        stats = build_pooled(settings, out_dir, kg, silver["silver"], cfg["linking"], load_label_table(labels))
+        stats = build_pooled(settings, out_dir, kg, silver, cfg["linking"], load_label_table(labels))
     except FileNotFoundError as err:
         fail(str(err))
     typer.echo(f"silver kinds: {', '.join(stats['silver_kinds']) or 'none'}; silver spans {stats['silver_spans']}")
@@ -279,27 +286,14 @@ def kg_names(
     """Training sentences listing the KG's node names of a label's kinds, each span linked to its node."""
     from ..config import ConfigError
     from ..data.kg_names import build_label_names
-    from ..kg.graph import load_kg
 
-    mine, rest = _split_overrides(ctx, {"pooled", "silver"})
-    blocking = load_config(resolve_config_path(config), mine)["pooled"]["blocking_kinds"]
-    silver = load_config(resolve_config_path(silver_config), {k: v for k, v in mine.items() if k.startswith("silver.")})
-    cfg = _linking_config(linking, ctx, rest)
-    kg = load_kg({**cfg["kg"], **({"nodes": kg_nodes} if kg_nodes else {})}, nodes_only=True)
-    per_kind = per_kind or len(kg.node_ids)
+    pooled, silver, cfg = _silver_inputs(ctx, config, silver_config, linking)
+    kg = _load_kg(cfg, kg_nodes, nodes_only=True)
     try:
         stats = build_label_names(
-            label,
-            out,
-            kg,
-            load_label_table(labels),
-            silver["silver"],
-            cfg["linking"],
-            blocking,
-            per_kind,
-            per_sentence,
-            seed,
-        )
+            label, out, kg, load_label_table(labels), silver, cfg["linking"], pooled["blocking_kinds"],
+            per_kind or len(kg.node_ids), per_sentence, seed,
+        )  # fmt: skip
     except ConfigError as err:
         fail(str(err))
     typer.echo(f"Wrote {out}: {stats['sentences']} sentences, names by kind {stats['by_kind']}")

@@ -96,9 +96,8 @@ def build_label_names(
 
     Names of a ``blocking_kinds`` kind outside the label's kinds are dropped ("aspirin" is no
     disease name even where a side effect is called that)."""
-    from .linking import LinkingSettings
     from .readers import write_gliner_json
-    from .silver import SilverSettings
+    from .silver import kind_matcher
 
     if label not in table:
         raise ConfigError(f"kg-names: unknown label {label!r}; labels.cfg has {sorted(table)}")
@@ -106,11 +105,8 @@ def build_label_names(
     if not kinds:
         raise ConfigError(f"kg-names: label {label!r} links to no KG kind (labels.cfg kg_kinds is empty)")
     matched = [k for k in blocking_kinds if k not in kinds] + kinds
-    silver = SilverSettings.from_section(silver_section)
-    silver.kinds = matched
     kind_table = {kind: KindInfo(prompt=label if kind in kinds else "") for kind in matched}
-    linking = LinkingSettings.from_section(linking_section)
-    matcher = SilverMatcher(kg.node_ids, kg.names, kg.kinds, kind_table, silver, linking)
+    matcher = kind_matcher(kg, matched, kind_table, silver_section, linking_section)
     sents, counts = name_sentences(matcher, kinds, per_kind, per_sentence, seed)
     by_kind = Counter(str(s.kge).split("::", 1)[0] for x in sents for s in x.spans)
     path = Path(out)

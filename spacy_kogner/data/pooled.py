@@ -194,9 +194,8 @@ def build_pooled(
 
     ``kg`` is the loaded KG (``kg.graph.load_kg``) the silver names come from."""
     from .corpus import find_split
-    from .linking import LinkingSettings
     from .readers import read_corpus, write_gliner_json
-    from .silver import SilverSettings
+    from .silver import kind_matcher
 
     gold: dict[str, dict[str, list[Sentence]]] = {}
     for corpus in settings.corpora:
@@ -207,12 +206,9 @@ def build_pooled(
             if path is None:
                 raise FileNotFoundError(f"{folder} has no {split} split (build it with build-corpus first)")
             gold[corpus][split] = read_corpus(path, corpus=corpus)
-    linking = LinkingSettings.from_section(linking_section)
 
     def matcher_for(kinds: list[str], kind_table: dict[str, KindInfo]) -> SilverMatcher:
-        silver = SilverSettings.from_section(silver_section)
-        silver.kinds = list(kinds)
-        return SilverMatcher(kg.node_ids, kg.names, kg.kinds, kind_table, silver, linking)
+        return kind_matcher(kg, kinds, kind_table, silver_section, linking_section)
 
     splits, label_sets, stats = pool_splits(gold, settings, table, matcher_for)
     out = Path(out_dir)

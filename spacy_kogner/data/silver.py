@@ -203,6 +203,21 @@ class SilverMatcher:
         return Span(start, end, label, self.node_ids[row], f"silver-{how}")
 
 
+def kind_matcher(
+    kg: Any,
+    kinds: Sequence[str],
+    kind_table: dict[str, KindInfo],
+    silver_section: dict[str, Any],
+    linking_section: dict[str, Any],
+) -> SilverMatcher:
+    """A matcher over the names of ``kg`` (a loaded ``kg.graph.KnowledgeGraph``) of ``kinds`` only,
+    with the silver config's rules (stop names, name lengths) and the linker's normalisation."""
+    silver = SilverSettings.from_section(silver_section)
+    silver.kinds = list(kinds)
+    linking = LinkingSettings.from_section(linking_section)
+    return SilverMatcher(kg.node_ids, kg.names, kg.kinds, kind_table, silver, linking)
+
+
 def evaluate_silver(
     silver: list[Sentence],
     gold: list[Sentence],

@@ -97,14 +97,14 @@ def build_label_names(
     Names of a ``blocking_kinds`` kind outside the label's kinds are dropped ("aspirin" is no
     disease name even where a side effect is called that)."""
     from .readers import write_gliner_json
-    from .silver import kind_matcher
+    from .silver import kind_matcher, matched_kinds
 
     if label not in table:
         raise ConfigError(f"kg-names: unknown label {label!r}; labels.cfg has {sorted(table)}")
     kinds = list(table[label].kg_kinds)
     if not kinds:
         raise ConfigError(f"kg-names: label {label!r} links to no KG kind (labels.cfg kg_kinds is empty)")
-    matched = [k for k in blocking_kinds if k not in kinds] + kinds
+    matched = matched_kinds(kinds, blocking_kinds)
     kind_table = {kind: KindInfo(prompt=label if kind in kinds else "") for kind in matched}
     matcher = kind_matcher(kg, matched, kind_table, silver_section, linking_section)
     sents, counts = name_sentences(matcher, kinds, per_kind, per_sentence, seed)

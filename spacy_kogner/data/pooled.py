@@ -40,7 +40,7 @@ from ..config import ConfigError, Section, require
 from .kg_names import NAMES_CORPUS, name_sentences
 from .labels import KindInfo, LabelInfo, label_prompt
 from .readers import Sentence, Span
-from .silver import SilverMatcher
+from .silver import SilverMatcher, matched_kinds
 
 DEFAULT_POOLED_CFG = "configs/pooled.cfg"
 
@@ -85,11 +85,6 @@ def uncovered_kinds(
     """The silver kinds whose prompt no gold label of the pool is prompted with, in config order."""
     covered = {label_prompt(lbl, table).lower() for lbl in gold_labels}
     return [kind for kind, prompt in silver_prompts.items() if prompt.lower() not in covered]
-
-
-def matched_kinds(kinds: Sequence[str], blocking: Sequence[str]) -> list[str]:
-    """The kinds the matcher looks for, blocking kinds first (a name of two kinds is the blocker's)."""
-    return [k for k in blocking if k not in kinds] + list(kinds)
 
 
 def silver_kind_table(

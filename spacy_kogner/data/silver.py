@@ -203,6 +203,11 @@ class SilverMatcher:
         return Span(start, end, label, self.node_ids[row], f"silver-{how}")
 
 
+def matched_kinds(kinds: Sequence[str], blocking: Sequence[str]) -> list[str]:
+    """The kinds the matcher looks for, blocking kinds first (a name of two kinds is the blocker's)."""
+    return [k for k in blocking if k not in kinds] + list(kinds)
+
+
 def kind_matcher(
     kg: Any,
     kinds: Sequence[str],

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 from spacy_kogner.cli import app
 from spacy_kogner.config import ConfigError
 from spacy_kogner.data.labels import load_label_table
-from spacy_kogner.data.pooled import PooledSettings, matched_kinds, uncovered_kinds
+from spacy_kogner.data.pooled import PooledSettings, uncovered_kinds
 from spacy_kogner.data.readers import Sentence, Span, read_gliner_json, write_gliner_json
+from spacy_kogner.data.silver import matched_kinds
 
 NODES = "id\tname\tkind\nCompound::DB1\tLithium\tCompound\nCompound::DB2\tProgesterone\tCompound\n" \
     "Pharmacologic Class::N1\tProgesterone\tPharmacologic Class\nAnatomy::U1\tbrain\tAnatomy\n" \

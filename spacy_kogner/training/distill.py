@@ -438,6 +438,7 @@ class Distiller:
         self.heads.train(False)
         self.bank.clear()  # MLP_dist may have been trained since the last call
         hits, n, chance = {1: 0, 10: 0}, 0, {1: 0.0, 10: 0.0}
+        by_kind: dict[str, dict[str, int]] = {}
         linked = [r for r in records if any(k and self._row(k) is not None for k in r.kge)]
         size = self.t.eval_batch_size
         with torch.no_grad():
@@ -456,6 +457,12 @@ class Distiller:
                 scores = bank_scores(student, rows, self.bank, self.heads.mlp_dist, 1.0)
                 for k, v in retrieval_counts(scores).items():
                     hits[k] += v
+                # bank_scores gives one entry per kind present, in sorted kind order
+                for kind, part in zip(np.unique(self.bank.kind_of[rows]), scores, strict=True):
+                    tally = by_kind.setdefault(str(self.bank.kind_names[kind]), {"spans": 0, "top1": 0, "top10": 0})
+                    tally["spans"] += len(part[0])
+                    for k, v in retrieval_counts([part]).items():
+                        tally[f"top{k}"] += v
                 for logits, _ in scores:
                     for k in chance:
                         chance[k] += len(logits) * min(1.0, k / logits.size(1))
@@ -466,6 +473,10 @@ class Distiller:
         return {
             "spans": n, "top1": 100 * hits[1] / n, "top10": 100 * hits[10] / n,
             "chance_top1": 100 * chance[1] / n, "chance_top10": 100 * chance[10] / n,
+            "by_kind": {
+                kind: {"spans": t["spans"], **{k: 100 * t[k] / t["spans"] for k in ("top1", "top10")}}
+                for kind, t in sorted(by_kind.items())
+            },
         }  # fmt: skip
 
     # ------------------------------------------------------------------- evaluation

@@ -286,6 +286,9 @@ def test_share_balance_makes_b_the_kg_share_and_retrieval_is_logged(tmp_path):
     for when in ("before", "after"):
         r = retrieval[when]
         assert r["spans"] == 6 and 0 <= r["top1"] <= r["top10"] <= 100
+        # per kind: the toy corpus links 2 diseases, 3 compounds, 1 symptom; the kinds add up
+        assert {k: v["spans"] for k, v in r["by_kind"].items()} == {"Compound": 3, "Disease": 2, "Symptom": 1}
+        assert sum(v["top1"] * v["spans"] for v in r["by_kind"].values()) == pytest.approx(r["top1"] * r["spans"])
         assert r["chance_top10"] == pytest.approx(100.0)  # every kind of the toy store has <= 10 nodes
 
 

@@ -168,6 +168,7 @@ def summarise(study: StudySettings, regimes: dict[str, Regime], arms: list[str])
                 "top1_before": _mean([done[s]["top1_before"] for s in seeds]),
                 "top10_before": _mean([done[s]["top10_before"] for s in seeds]),
                 "chance_top10": _mean([done[s]["chance_top10"] for s in seeds]),
+                "top10_by_kind": _by_kind([done[s]["by_kind"] for s in seeds]),
             }  # fmt: skip
             paired = [s for s in seeds if s in runs["b0"]]
             if arm != "b0" and paired:
@@ -198,6 +199,18 @@ def _carry_over(summary: dict[str, Any], previous: Path) -> dict[str, Any]:
     return {**summary, "cells": kept + summary["cells"]}
 
 
+def _by_kind(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per KG kind: dev linked spans (per run) and top-10 retrieval (%), means over the seeds."""
+    kinds = sorted({kind for run in runs for kind in run})
+    return {
+        kind: {
+            "spans": statistics.mean(run[kind]["spans"] for run in runs if kind in run),
+            "top10": statistics.mean(run[kind]["top10"] for run in runs if kind in run),
+        }
+        for kind in kinds
+    }
+
+
 def _mean(values: list[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return statistics.mean(kept) if kept else None
@@ -220,7 +233,7 @@ def _finished(arm_dir: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
             "linked_spans": details.get("mean_linked_spans"), "step_s": details.get("median_step_s"),
             "epochs": details.get("epochs"), "top1": after.get("top1"), "top10": after.get("top10"),
             "top1_before": before.get("top1"), "top10_before": before.get("top10"),
-            "chance_top10": after.get("chance_top10"),
+            "chance_top10": after.get("chance_top10"), "by_kind": after.get("by_kind") or {},
         }  # fmt: skip
     return out
 
@@ -269,6 +282,21 @@ def render_markdown(summary: dict[str, Any]) -> str:
             f"| {_f(c['top1'])} ({_f(c['top1_before'])}) | {_f(c['top10'])} ({_f(c['top10_before'])}) "
             f"| {_f(c['chance_top10'])} | {cost} |"
         )
+    by_kind = [c for c in summary["cells"] if c.get("top10_by_kind")]
+    if by_kind:
+        kinds = sorted({kind for c in by_kind for kind in c["top10_by_kind"]})
+        lines += [
+            "",
+            "Dev top-10 retrieval (%) by the linked node's kind (dev linked spans per run in brackets; "
+            "chance is 10 / the kind's node count):",
+            "",
+            "| regime | arm | " + " | ".join(kinds) + " |",
+            "|---|---|" + "---|" * len(kinds),
+        ]
+        for c in by_kind:
+            row = c["top10_by_kind"]
+            cells = [f"{row[k]['top10']:.1f} ({row[k]['spans']:.0f})" if k in row else "" for k in kinds]
+            lines.append(f"| {c['regime']} | {c['arm']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

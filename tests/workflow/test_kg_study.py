@@ -76,6 +76,7 @@ def test_study_pairs_arms_by_seed_and_resumes(tmp_path):
     for arm, cell in cells.items():
         assert cell["seeds"] == [1, 2] and len(cell["f1"]) == 2
         assert cell["top10"] is not None and cell["top10_before"] is not None
+        assert {k: v["spans"] for k, v in cell["top10_by_kind"].items()} == {"Compound": 3, "Disease": 2, "Symptom": 1}
         if arm == "b0":
             assert "paired_diff_mean" not in cell and cell["b"] == 0.0
         else:
@@ -88,6 +89,7 @@ def test_study_pairs_arms_by_seed_and_resumes(tmp_path):
     results = tmp_path / "results"
     assert json.loads((results / "kg_study.json").read_text()) == summary
     assert "| toy | share0.3 |" in (results / "kg_study.md").read_text()
+    assert "| regime | arm | Compound | Disease | Symptom |" in (results / "kg_study.md").read_text()
     assert (results / "kg_study.png").stat().st_size > 0
     mtime = (tmp_path / "runs" / "toy" / "b0" / "seed1" / "test.json").stat().st_mtime
     assert run_study(config) == summary  # finished runs are not trained again

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .app import OVERRIDES, PROFILE_OPTION, app, overrides_of
+from .app import OVERRIDES, PROFILE_OPTION, app, fail, overrides_of
 
 
 @app.command("distill", context_settings=OVERRIDES)
@@ -22,6 +22,21 @@ def distill_cmd(
 
     metrics = distill(config, output_dir, overrides_of(ctx), profile=profile or None)
     typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command("kg-retrieval")
+def kg_retrieval_cmd(
+    run_dir: Path = typer.Argument(..., help="A finished distill run folder (config.cfg, checkpoint, retrieval.json)"),
+) -> None:
+    """Recompute a run's after-training KG retrieval (per kind too) from its last checkpoint."""
+    from ..config import ConfigError
+    from ..training.distill import rescore_retrieval
+
+    try:
+        after = rescore_retrieval(run_dir)["after"]
+    except ConfigError as err:
+        fail(str(err))
+    typer.echo(json.dumps(after, indent=2))
 
 
 @app.command("train-baseline", context_settings=OVERRIDES)

@@ -36,7 +36,7 @@ from ..pipeline.gliner_compat import training_collator
 from ..pipeline.precision import PRECISIONS, autocast, resolve_precision
 from ..pipeline.span_model import SpanModel
 from ..repro import peak_rss_mb, seed_everything
-from ..run_summary import RunSummary
+from ..run_summary import SUMMARY_FILE, RunSummary
 from . import checkpoint
 from .batches import BatchPlan, Prefetcher, Record, read_records
 from .heads import DIST_LOSSES, FROZEN_TEACHER, DistillHeads, dist_loss
@@ -790,6 +790,34 @@ def write_curves(log_path: Path, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
+
+
+def rescore_retrieval(run_dir: str | Path) -> dict[str, Any]:
+    """Recompute a finished run's after-training retrieval from its last checkpoint (the weights
+    ``after`` was measured on) with this code, e.g. for a per-kind breakdown a run predates; the
+    top-1/top-10 must come out as stored. Updates ``retrieval.json`` and the run summary."""
+    run = Path(run_dir)
+    summary_path, retrieval_path = run / SUMMARY_FILE, run / "retrieval.json"
+    meta_path = run / checkpoint.CHECKPOINT_META
+    for path in (run / "config.cfg", summary_path, retrieval_path, run / checkpoint.CHECKPOINT, meta_path):
+        if not path.is_file():
+            raise ConfigError(f"{run} is not a finished distill run: {path.name} is missing")
+    distiller = Distiller(load_config(run / "config.cfg"), run)
+    # checked here, as a checkpoint of another config would be set aside by load_checkpoint
+    if json.loads(meta_path.read_text(encoding="utf8")).get("fingerprint") != distiller.fingerprint:
+        raise ConfigError(f"{run}: the checkpoint was not written under the run's config.cfg (with this code)")
+    distiller.load_checkpoint()
+    after = distiller.kg_retrieval(distiller.dev)
+    retrieval = json.loads(retrieval_path.read_text(encoding="utf8"))
+    stored = retrieval.get("after") or {}
+    if after is None or any(abs(after[k] - stored.get(k, -1.0)) > 1e-6 for k in ("top1", "top10")):
+        raise ConfigError(f"{run}: recomputed retrieval {after} differs from the stored {stored}")
+    retrieval["after"] = after
+    retrieval_path.write_text(json.dumps(retrieval), encoding="utf8")
+    summary = json.loads(summary_path.read_text(encoding="utf8"))
+    summary["details"]["kg_retrieval"] = retrieval
+    summary_path.write_text(json.dumps(summary, indent=2), encoding="utf8")
+    return retrieval
 
 
 def distill(

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 from toy_distill import CFG, overrides, write_corpus, write_teacher
+from typer.testing import CliRunner
 
+from spacy_kogner.cli import app
 from spacy_kogner.config import ConfigError, load_config
 from spacy_kogner.training.distill import Distiller, check_config, distill
 from spacy_kogner.training.heads import DistillHeads, dist_loss
@@ -290,6 +292,15 @@ def test_share_balance_makes_b_the_kg_share_and_retrieval_is_logged(tmp_path):
         assert {k: v["spans"] for k, v in r["by_kind"].items()} == {"Compound": 3, "Disease": 2, "Symptom": 1}
         assert sum(v["top1"] * v["spans"] for v in r["by_kind"].values()) == pytest.approx(r["top1"] * r["spans"])
         assert r["chance_top10"] == pytest.approx(100.0)  # every kind of the toy store has <= 10 nodes
+    # a run that predates the per-kind breakdown gets it from its last checkpoint, same totals
+    older = {**retrieval, "after": {k: v for k, v in retrieval["after"].items() if k != "by_kind"}}
+    (tmp_path / "run" / "retrieval.json").write_text(json.dumps(older))
+    result = CliRunner().invoke(app, ["kg-retrieval", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "retrieval.json").read_text()) == retrieval
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["details"]["kg_retrieval"] == retrieval
+    result = CliRunner().invoke(app, ["kg-retrieval", str(tmp_path / "probe")])  # never finished
+    assert result.exit_code != 0 and "not a finished distill run" in result.output
 
 
 def test_train_fraction_is_one_subset_per_seed_whatever_b(tmp_path):

@@ -229,6 +229,12 @@ def silver(
     typer.echo(f"Wrote {out_dir}")
 
 
+# the options of the commands that match KG names (pooled-corpus, kg-names)
+SILVER_CONFIG_OPTION = typer.Option("configs/silver.cfg", help="Silver matcher config (names, stop names)")
+LINKING_OPTION = typer.Option("configs/linking.cfg", help="Linker config (normalisation, [kg])")
+KG_NODES_OPTION = typer.Option(None, help="KG node table (default: [kg] in the linking config)")
+
+
 def _silver_inputs(
     ctx: typer.Context, config: str, silver_config: str, linking: str
 ) -> tuple[dict[str, Any], dict[str, Any], Any]:
@@ -246,10 +252,10 @@ def pooled_corpus(
     out_dir: Path = typer.Argument(..., help="Output folder (train.json, dev.json, stats.json)"),
     config: str = typer.Option("configs/pooled.cfg", help="Pooled-corpus config ([pooled])"),
     corpora: str = typer.Option("", help="Comma-separated gold corpora (default: [pooled] corpora)"),
-    silver_config: str = typer.Option("configs/silver.cfg", help="Silver matcher config (names, stop names)"),
-    linking: str = typer.Option("configs/linking.cfg", help="Linker config (normalisation, [kg])"),
+    silver_config: str = SILVER_CONFIG_OPTION,
+    linking: str = LINKING_OPTION,
     labels: str = typer.Option(DEFAULT_LABELS_CFG, help="Label table (gold labels' prompts)"),
-    kg_nodes: str = typer.Option(None, help="KG node table (default: [kg] in the linking config)"),
+    kg_nodes: str = KG_NODES_OPTION,
 ) -> None:
     """Pool gold corpora (each keeps its label set) with KG silver for the kinds no gold label prompts."""
     from ..data.pooled import PooledSettings, build_pooled
@@ -278,10 +284,10 @@ def kg_names(
     per_sentence: int = typer.Option(10, help="Names listed per sentence"),
     seed: int = typer.Option(42, help="Sampling and order seed"),
     config: str = typer.Option("configs/pooled.cfg", help="Config whose [pooled] blocking_kinds apply"),
-    silver_config: str = typer.Option("configs/silver.cfg", help="Silver matcher config (names, stop names)"),
-    linking: str = typer.Option("configs/linking.cfg", help="Linker config (normalisation, [kg])"),
+    silver_config: str = SILVER_CONFIG_OPTION,
+    linking: str = LINKING_OPTION,
     labels: str = typer.Option(DEFAULT_LABELS_CFG, help="Label table (the label's KG kinds)"),
-    kg_nodes: str = typer.Option(None, help="KG node table (default: [kg] in the linking config)"),
+    kg_nodes: str = KG_NODES_OPTION,
 ) -> None:
     """Training sentences listing the KG's node names of a label's kinds, each span linked to its node."""
     from ..config import ConfigError

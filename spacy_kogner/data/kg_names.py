@@ -108,7 +108,8 @@ def build_label_names(
     kind_table = {kind: KindInfo(prompt=label if kind in kinds else "") for kind in matched}
     matcher = kind_matcher(kg, matched, kind_table, silver_section, linking_section)
     sents, counts = name_sentences(matcher, kinds, per_kind, per_sentence, seed)
-    by_kind = Counter(str(s.kge).split("::", 1)[0] for x in sents for s in x.spans)
+    kind_of = dict(zip(matcher.node_ids, matcher.kinds, strict=True))
+    by_kind = Counter(kind_of[s.kge] for x in sents for s in x.spans)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_gliner_json(sents, path, label_sets=lambda _: [label], extras=False)

@@ -455,16 +455,14 @@ class Distiller:
                     _, spans = self.student.train_forward(inputs, index)
                 student = self.heads.mlp_span(spans.float())
                 scores = bank_scores(student, rows, self.bank, self.heads.mlp_dist, 1.0)
-                for k, v in retrieval_counts(scores).items():
-                    hits[k] += v
                 # bank_scores gives one entry per kind present, in sorted kind order
                 for kind, part in zip(np.unique(self.bank.kind_of[rows]), scores, strict=True):
                     tally = by_kind.setdefault(str(self.bank.kind_names[kind]), {"spans": 0, "top1": 0, "top10": 0})
-                    tally["spans"] += len(part[0])
+                    logits = part[0]
+                    tally["spans"] += len(logits)
                     for k, v in retrieval_counts([part]).items():
+                        hits[k] += v
                         tally[f"top{k}"] += v
-                for logits, _ in scores:
-                    for k in chance:
                         chance[k] += len(logits) * min(1.0, k / logits.size(1))
                 n += len(rows)
         self.bank.clear()

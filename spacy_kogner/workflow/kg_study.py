@@ -103,7 +103,9 @@ def run_study(
                 for arm in arms:
                     _run_cell(study, name, regime, arm, seed, arm_cfgs[arm])
     results = Path(study.results)
-    summary = _carry_over(summarise(study, regimes, arms), results / "kg_study.json")
+    previous_file = results / "kg_study.json"
+    previous = json.loads(previous_file.read_text(encoding="utf8")) if previous_file.is_file() else None
+    summary = summarise(study, regimes, arms, previous)
     results.mkdir(parents=True, exist_ok=True)
     (results / "kg_study.json").write_text(json.dumps(summary, indent=2), encoding="utf8")
     (results / "kg_study.md").write_text(render_markdown(summary), encoding="utf8")
@@ -144,59 +146,79 @@ def _sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarise(study: StudySettings, regimes: dict[str, Regime], arms: list[str]) -> dict[str, Any]:
-    """Per regime and arm: per-seed test F1 (%), mean ± sd, paired difference to b0, retrieval."""
-    out: dict[str, Any] = {"cells": [], "min_gain": study.min_gain}
-    for name in regimes:
-        runs = {arm: _finished(Path(study.runs) / name / arm, study.seeds) for arm in arms}
-        for arm in arms:
-            done = runs[arm]
-            if not done:
-                continue
-            seeds = sorted(done)
-            f1 = [done[s]["f1"] for s in seeds]
-            cell: dict[str, Any] = {
-                "regime": name, "arm": arm, "b": done[seeds[0]]["b"], "seeds": seeds, "f1": f1,
-                "f1_mean": statistics.mean(f1), "f1_sd": _sd(f1),
-                "dist_share": _mean([done[s]["dist_share"] for s in seeds]),
-                "loss_share": _mean([done[s]["loss_share"] for s in seeds]),
-                "linked_spans_per_step": _mean([done[s]["linked_spans"] for s in seeds]),
-                "step_s": _mean([done[s]["step_s"] for s in seeds]),
-                "epochs": _mean([done[s]["epochs"] for s in seeds]),
-                "top1": _mean([done[s]["top1"] for s in seeds]),
-                "top10": _mean([done[s]["top10"] for s in seeds]),
-                "top1_before": _mean([done[s]["top1_before"] for s in seeds]),
-                "top10_before": _mean([done[s]["top10_before"] for s in seeds]),
-                "chance_top10": _mean([done[s]["chance_top10"] for s in seeds]),
-                "top10_by_kind": _by_kind([done[s]["by_kind"] for s in seeds]),
+def summarise(
+    study: StudySettings, regimes: dict[str, Regime], arms: list[str], previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Per regime and arm: per-seed test F1 (%), mean ± sd, paired difference to b0, retrieval.
+
+    ``previous`` (an earlier summary) contributes the seeds whose runs are not on this machine (run
+    folders are git-ignored; the summary is what a study accumulates across machines and sessions):
+    a seed finished here replaces its earlier record, the other seeds are kept, and cells of regimes
+    or arms this study does not name are carried over as they are."""
+    earlier = _earlier_runs(previous)
+    keys = list(earlier)
+    keys += [(name, arm) for name in regimes for arm in arms if (name, arm) not in earlier]
+    runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for name, arm in keys:
+        fresh = _finished(Path(study.runs) / name / arm, study.seeds) if name in regimes and arm in arms else {}
+        runs[name, arm] = {**earlier.get((name, arm), {}), **fresh}
+    cells = [_cell(name, arm, runs[name, arm], runs.get((name, "b0"), {}), study.min_gain) for name, arm in keys]
+    return {"cells": [c for c in cells if c], "min_gain": study.min_gain}
+
+
+def _cell(
+    regime: str, arm: str, done: dict[int, dict[str, Any]], b0: dict[int, dict[str, Any]], min_gain: float
+) -> dict[str, Any]:
+    """One (regime, arm) cell from its per-seed records; empty where no seed finished."""
+    if not done:
+        return {}
+    seeds = sorted(done)
+    f1 = [done[s]["f1"] for s in seeds]
+
+    def mean_of(key: str) -> float | None:
+        return _mean([done[s][key] for s in seeds])
+
+    cell: dict[str, Any] = {
+        "regime": regime, "arm": arm, "b": done[seeds[0]]["b"], "seeds": seeds, "f1": f1,
+        "f1_mean": statistics.mean(f1), "f1_sd": _sd(f1),
+        "dist_share": mean_of("dist_share"), "loss_share": mean_of("loss_share"),
+        "linked_spans_per_step": mean_of("linked_spans"), "step_s": mean_of("step_s"), "epochs": mean_of("epochs"),
+        "top1": mean_of("top1"), "top10": mean_of("top10"), "top1_before": mean_of("top1_before"),
+        "top10_before": mean_of("top10_before"), "chance_top10": mean_of("chance_top10"),
+        "top10_by_kind": _by_kind([done[s]["by_kind"] for s in seeds]),
+    }  # fmt: skip
+    paired = [s for s in seeds if s in b0]
+    if arm != "b0" and paired:
+        diffs = [done[s]["f1"] - b0[s]["f1"] for s in paired]
+        mean, sd = statistics.mean(diffs), _sd(diffs)
+        base_step = _mean([b0[s]["step_s"] for s in paired])
+        cell.update({
+            "paired_seeds": paired, "paired_diff": diffs, "paired_diff_mean": mean, "paired_diff_sd": sd,
+            "gain": len(paired) > 1 and mean >= min_gain and mean > sd,
+            "step_cost_vs_b0": cell["step_s"] / base_step if cell["step_s"] and base_step else None,
+        })  # fmt: skip
+    cell["per_seed"] = {str(s): done[s] for s in seeds}
+    return cell
+
+
+def _earlier_runs(previous: dict[str, Any] | None) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """The per-seed records of an earlier summary. A cell written before records were kept per
+    seed has exact per-seed F1 only: its other fields (step time, retrieval) are the cell's means."""
+    out: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for c in (previous or {}).get("cells", []):
+        if "per_seed" in c:
+            records = {int(seed): record for seed, record in c["per_seed"].items()}
+        else:
+            shared = {
+                "b": c["b"], "dist_share": c["dist_share"], "loss_share": c["loss_share"],
+                "linked_spans": c["linked_spans_per_step"], "step_s": c["step_s"], "epochs": c["epochs"],
+                "top1": c["top1"], "top10": c["top10"], "top1_before": c["top1_before"],
+                "top10_before": c["top10_before"], "chance_top10": c["chance_top10"],
+                "by_kind": c.get("top10_by_kind") or {},
             }  # fmt: skip
-            paired = [s for s in seeds if s in runs["b0"]]
-            if arm != "b0" and paired:
-                diffs = [done[s]["f1"] - runs["b0"][s]["f1"] for s in paired]
-                mean, sd = statistics.mean(diffs), _sd(diffs)
-                base_step = _mean([runs["b0"][s]["step_s"] for s in paired])
-                cell.update({
-                    "paired_seeds": paired, "paired_diff": diffs, "paired_diff_mean": mean, "paired_diff_sd": sd,
-                    "gain": len(paired) > 1 and mean >= study.min_gain and mean > sd,
-                    "step_cost_vs_b0": cell["step_s"] / base_step if cell["step_s"] and base_step else None,
-                })  # fmt: skip
-            out["cells"].append(cell)
+            records = {seed: {**shared, "f1": f1} for seed, f1 in zip(c["seeds"], c["f1"], strict=True)}
+        out[c["regime"], c["arm"]] = records
     return out
-
-
-def _carry_over(summary: dict[str, Any], previous: Path) -> dict[str, Any]:
-    """Keep the cells of an earlier summary whose runs are not on this machine (run folders are
-    git-ignored; the summary is what a study accumulates across machines and sessions). A cell
-    recomputed from runs here replaces its earlier version."""
-    if not previous.is_file():
-        return summary
-    fresh = {(c["regime"], c["arm"]) for c in summary["cells"]}
-    kept = [
-        c
-        for c in json.loads(previous.read_text(encoding="utf8")).get("cells", [])
-        if (c["regime"], c["arm"]) not in fresh
-    ]
-    return {**summary, "cells": kept + summary["cells"]}
 
 
 def _by_kind(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -301,29 +323,27 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """Per regime: test F1 (mean ± sd) and dev top-10 retrieval against the KG share."""
+    """Per regime, one point per arm: test F1 (mean ± sd over seeds) against dev top-10 retrieval
+    of the linked node: did knowledge go in (x), and what did it do to NER (y)?"""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = [c for c in summary["cells"] if c["arm"] == "b0" or c["arm"].startswith("share")]
+    cells = [c for c in summary["cells"] if c.get("top10") is not None]
     regimes = sorted({c["regime"] for c in cells})
     if not regimes:
         return
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for regime in regimes:
-        pts = sorted((c["b"], c) for c in cells if c["regime"] == regime)
-        x = [100 * b for b, _ in pts]
-        ax1.errorbar(x, [c["f1_mean"] for _, c in pts], yerr=[c["f1_sd"] for _, c in pts], marker="o", label=regime)
-        ax2.plot(x, [c["top10"] for _, c in pts], marker="o", label=regime)
-    ax1.set_xscale("symlog", linthresh=1)
-    ax2.set_xscale("symlog", linthresh=1)
-    ax1.set_xlabel("KG share b (% of the loss)")
-    ax1.set_ylabel("test exact F1 (%)")
-    ax2.set_xlabel("KG share b (% of the loss)")
-    ax2.set_ylabel("dev top-10 retrieval of the linked node (%)")
-    ax1.legend()
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 4.2), squeeze=False)
+    for ax, regime in zip(axes[0], regimes, strict=True):
+        for c in (c for c in cells if c["regime"] == regime):
+            ax.errorbar(c["top10"], c["f1_mean"], yerr=c["f1_sd"], marker="o", capsize=3)
+            ax.annotate(f"{c['arm']} (n={len(c['seeds'])})", (c["top10"], c["f1_mean"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        ax.set_title(regime)
+        ax.set_xlabel("dev top-10 retrieval of the linked node (%)")
+        ax.set_ylabel("test exact F1 (%), mean ± sd over seeds")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -94,14 +94,23 @@ def test_study_pairs_arms_by_seed_and_resumes(tmp_path):
     mtime = (tmp_path / "runs" / "toy" / "b0" / "seed1" / "test.json").stat().st_mtime
     assert run_study(config) == summary  # finished runs are not trained again
     assert (tmp_path / "runs" / "toy" / "b0" / "seed1" / "test.json").stat().st_mtime == mtime
-    # a cell of an earlier summary whose runs are not here (another machine) is carried over; a
-    # cell recomputed here replaces its earlier version
+    # an earlier summary's seeds whose runs are not here (another machine) are carried over, per
+    # seed: a seed finished here replaces its earlier record; cells of other regimes stay as they are
     earlier = {**cells["b0"], "regime": "elsewhere"}
-    stale = {**cells["share0.3"], "f1": [0.0, 0.0]}
+    seed3 = {**cells["share0.3"]["per_seed"]["1"], "f1": 50.0}
+    stale = {**cells["share0.3"], "per_seed": {"1": {**seed3, "f1": 0.0}, "3": seed3}}
     (results / "kg_study.json").write_text(json.dumps({**summary, "cells": [earlier, stale]}))
-    merged = run_study(config)
-    assert merged["cells"] == [earlier, *summary["cells"]]
+    merged = {(c["regime"], c["arm"]): c for c in run_study(config)["cells"]}
+    assert merged["elsewhere", "b0"] == earlier
+    share = merged["toy", "share0.3"]
+    assert share["seeds"] == [1, 2, 3] and share["f1"] == [*cells["share0.3"]["f1"], 50.0]
+    assert share["paired_seeds"] == [1, 2]  # b0 has no seed 3
     assert "| elsewhere | b0 |" in (results / "kg_study.md").read_text()
+    # a summary written before records were kept per seed: per-seed F1, the cell's other means
+    legacy = {k: v for k, v in cells["share0.3"].items() if k != "per_seed"}
+    (results / "kg_study.json").write_text(json.dumps({**summary, "cells": [{**legacy, "regime": "old"}]}))
+    old = {(c["regime"], c["arm"]): c for c in run_study(config)["cells"]}["old", "share0.3"]
+    assert old["f1"] == legacy["f1"] and old["top10"] == legacy["top10"] and set(old["per_seed"]) == {"1", "2"}
 
 
 def test_an_arm_without_a_section_fails_before_training(tmp_path):

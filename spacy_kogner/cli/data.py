@@ -283,6 +283,9 @@ def kg_names(
     per_kind: int = typer.Option(0, help="Names per kind (0 = every name the matcher keeps)"),
     per_sentence: int = typer.Option(10, help="Names listed per sentence"),
     seed: int = typer.Option(42, help="Sampling and order seed"),
+    holdout: float = typer.Option(
+        0.0, help="Fraction of each kind's nodes (drawn with the seed) whose names are left out"
+    ),
     config: str = typer.Option("configs/pooled.cfg", help="Config whose [pooled] blocking_kinds apply"),
     silver_config: str = SILVER_CONFIG_OPTION,
     linking: str = LINKING_OPTION,
@@ -298,7 +301,7 @@ def kg_names(
     try:
         stats = build_label_names(
             label, out, kg, load_label_table(labels), silver, cfg["linking"], pooled["blocking_kinds"],
-            per_kind or len(kg.node_ids), per_sentence, seed,
+            per_kind or len(kg.node_ids), per_sentence, seed, holdout,
         )  # fmt: skip
     except ConfigError as err:
         fail(str(err))

@@ -36,14 +36,22 @@ _NAME_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def name_sentences(
-    matcher: SilverMatcher, used: Sequence[str], per_kind: int, per_sentence: int, seed: int
+    matcher: SilverMatcher,
+    used: Sequence[str],
+    per_kind: int,
+    per_sentence: int,
+    seed: int,
+    holdout: float = 0.0,
 ) -> tuple[list[Sentence], Counter[str]]:
     """Sentences listing up to ``per_kind`` names (sampled with ``seed``; 0 = none) of each kind in
     ``used``, ``per_sentence`` to a sentence; spans labelled by the matcher's kind table.
 
-    Returns the sentences and how many name spans each label got."""
+    ``holdout``: the fraction of each kind's nodes (drawn with ``seed``) whose names are left out,
+    so that dev spans linked to them test what the student learned of nodes it never saw named
+    (the KG study's seen / unseen retrieval). Returns the sentences and the name spans per label."""
     require(per_kind >= 0, "names per kind must be >= 0 (0: no name sentences)")
     require(per_sentence > 0, "names per sentence must be > 0")
+    require(0 <= holdout < 1, "holdout must be in [0, 1)")
     rng = random.Random(seed)
     counts: Counter[str] = Counter()
     out: list[Sentence] = []
@@ -56,6 +64,7 @@ def name_sentences(
     for kind in used:
         rows = by_kind.get(kind, [])
         rng.shuffle(rows)
+        rows = rows[round(holdout * len(rows)) :]
         names: list[tuple[list[str], Span]] = []
         for row in rows:
             tokens = _NAME_TOKEN.findall(matcher.names[row])
@@ -90,6 +99,7 @@ def build_label_names(
     per_kind: int,
     per_sentence: int,
     seed: int,
+    holdout: float = 0.0,
 ) -> dict[str, Any]:
     """Write the name sentences of every KG kind a corpus ``label`` links to (``labels.cfg``
     ``kg_kinds``), spans labelled ``label``, as training-ready GLiNER JSON; return statistics.
@@ -107,12 +117,15 @@ def build_label_names(
     matched = matched_kinds(kinds, blocking_kinds)
     kind_table = {kind: KindInfo(prompt=label if kind in kinds else "") for kind in matched}
     matcher = kind_matcher(kg, matched, kind_table, silver_section, linking_section)
-    sents, counts = name_sentences(matcher, kinds, per_kind, per_sentence, seed)
+    sents, counts = name_sentences(matcher, kinds, per_kind, per_sentence, seed, holdout)
     kind_of = dict(zip(matcher.node_ids, matcher.kinds, strict=True))
     by_kind = Counter(kind_of[s.kge] for x in sents for s in x.spans)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_gliner_json(sents, path, label_sets=lambda _: [label], extras=False)
-    stats = {"label": label, "kinds": kinds, "sentences": len(sents), "names": dict(counts), "by_kind": dict(by_kind)}
+    stats = {
+        "label": label, "kinds": kinds, "sentences": len(sents), "names": dict(counts), "by_kind": dict(by_kind),
+        "holdout": holdout, "seed": seed,
+    }  # fmt: skip
     path.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf8")
     return stats

@@ -431,14 +431,19 @@ class Distiller:
         """Evidence that knowledge went in: for every KG-linked span of ``records``, read in its
         sentence as training reads it, the rank of its node among all nodes of the same kind by
         cosine of MLP_span(span) and MLP_dist(teacher row) (frozen or not). Top-1 / top-10 in %,
-        with chance (the mean of k / kind size) beside them. None without a teacher or links."""
+        with chance (the mean of k / kind size) beside them, per kind, and split by whether the
+        node was linked anywhere in the training data ("seen") or not ("unseen": a teacher that
+        only tags each node with an arbitrary row can be memorised for seen nodes, never for
+        unseen ones). None without a teacher or links."""
         if self.bank is None:
             return None
         self.student.train(False)
         self.heads.train(False)
         self.bank.clear()  # MLP_dist may have been trained since the last call
+        seen_rows = {self._row(k) for r in self.train for k in r.kge if k} - {None}
         hits, n, chance = {1: 0, 10: 0}, 0, {1: 0.0, 10: 0.0}
-        by_kind: dict[str, dict[str, int]] = {}
+        by_kind: dict[str, dict[str, float]] = {}
+        by_seen: dict[str, dict[str, float]] = {}
         linked = [r for r in records if any(k and self._row(k) is not None for k in r.kge)]
         size = self.t.eval_batch_size
         with torch.no_grad():
@@ -456,14 +461,20 @@ class Distiller:
                 student = self.heads.mlp_span(spans.float())
                 scores = bank_scores(student, rows, self.bank, self.heads.mlp_dist, 1.0)
                 # bank_scores gives one entry per kind present, in sorted kind order
-                for kind, part in zip(np.unique(self.bank.kind_of[rows]), scores, strict=True):
-                    tally = by_kind.setdefault(str(self.bank.kind_names[kind]), {"spans": 0, "top1": 0, "top10": 0})
-                    logits = part[0]
-                    tally["spans"] += len(logits)
+                kinds = self.bank.kind_of[np.asarray(rows, dtype=np.int64)]
+                for kind, part in zip(np.unique(kinds), scores, strict=True):
+                    logits, target = part
+                    seen = torch.tensor([rows[i] in seen_rows for i in np.flatnonzero(kinds == kind)])
+                    size_k = logits.size(1)
+                    _tally(by_kind, str(self.bank.kind_names[kind]), part, size_k)
+                    for name, mask in (("seen", seen), ("unseen", ~seen)):
+                        if mask.any():
+                            _tally(
+                                by_seen, name, (logits[mask.to(logits.device)], target[mask.to(target.device)]), size_k
+                            )
                     for k, v in retrieval_counts([part]).items():
                         hits[k] += v
-                        tally[f"top{k}"] += v
-                        chance[k] += len(logits) * min(1.0, k / logits.size(1))
+                        chance[k] += len(logits) * min(1.0, k / size_k)
                 n += len(rows)
         self.bank.clear()
         if not n:
@@ -471,10 +482,7 @@ class Distiller:
         return {
             "spans": n, "top1": 100 * hits[1] / n, "top10": 100 * hits[10] / n,
             "chance_top1": 100 * chance[1] / n, "chance_top10": 100 * chance[10] / n,
-            "by_kind": {
-                kind: {"spans": t["spans"], **{k: 100 * t[k] / t["spans"] for k in ("top1", "top10")}}
-                for kind, t in sorted(by_kind.items())
-            },
+            "by_kind": _percent(by_kind), "by_seen": _percent(by_seen),
         }  # fmt: skip
 
     # ------------------------------------------------------------------- evaluation
@@ -788,6 +796,22 @@ def write_curves(log_path: Path, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
+
+
+def _tally(groups: dict[str, dict[str, float]], name: str, part: tuple[torch.Tensor, torch.Tensor], size: int) -> None:
+    """Add one kind's retrieval hits (and chance, k / the kind's node count) to group ``name``."""
+    tally = groups.setdefault(name, {"spans": 0, "top1": 0, "top10": 0, "chance_top10": 0.0})
+    tally["spans"] += len(part[0])
+    tally["chance_top10"] += len(part[0]) * min(1.0, 10 / size)
+    for k, v in retrieval_counts([part]).items():
+        tally[f"top{k}"] += v
+
+
+def _percent(groups: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {
+        name: {"spans": t["spans"], **{k: 100 * t[k] / t["spans"] for k in ("top1", "top10", "chance_top10")}}
+        for name, t in sorted(groups.items())
+    }
 
 
 def rescore_retrieval(run_dir: str | Path) -> dict[str, Any]:

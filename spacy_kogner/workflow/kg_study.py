@@ -186,6 +186,7 @@ def _cell(
         "top1": mean_of("top1"), "top10": mean_of("top10"), "top1_before": mean_of("top1_before"),
         "top10_before": mean_of("top10_before"), "chance_top10": mean_of("chance_top10"),
         "top10_by_kind": _by_kind([done[s]["by_kind"] for s in seeds]),
+        "top10_by_seen": _by_kind([done[s].get("by_seen") or {} for s in seeds]),
     }  # fmt: skip
     paired = [s for s in seeds if s in b0]
     if arm != "b0" and paired:
@@ -214,7 +215,7 @@ def _earlier_runs(previous: dict[str, Any] | None) -> dict[tuple[str, str], dict
                 "linked_spans": c["linked_spans_per_step"], "step_s": c["step_s"], "epochs": c["epochs"],
                 "top1": c["top1"], "top10": c["top10"], "top1_before": c["top1_before"],
                 "top10_before": c["top10_before"], "chance_top10": c["chance_top10"],
-                "by_kind": c.get("top10_by_kind") or {},
+                "by_kind": c.get("top10_by_kind") or {}, "by_seen": c.get("top10_by_seen") or {},
             }  # fmt: skip
             records = {seed: {**shared, "f1": f1} for seed, f1 in zip(c["seeds"], c["f1"], strict=True)}
         out[c["regime"], c["arm"]] = records
@@ -222,7 +223,8 @@ def _earlier_runs(previous: dict[str, Any] | None) -> dict[tuple[str, str], dict
 
 
 def _by_kind(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Per KG kind: dev linked spans (per run) and top-10 retrieval (%), means over the seeds."""
+    """Per group (a KG kind, or seen / unseen in training): dev linked spans (per run) and top-10
+    retrieval (%), means over the seeds that have the group."""
     kinds = sorted({kind for run in runs for kind in run})
     return {
         kind: {
@@ -256,6 +258,7 @@ def _finished(arm_dir: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
             "epochs": details.get("epochs"), "top1": after.get("top1"), "top10": after.get("top10"),
             "top1_before": before.get("top1"), "top10_before": before.get("top10"),
             "chance_top10": after.get("chance_top10"), "by_kind": after.get("by_kind") or {},
+            "by_seen": after.get("by_seen") or {},
         }  # fmt: skip
     return out
 
@@ -318,6 +321,21 @@ def render_markdown(summary: dict[str, Any]) -> str:
         for c in by_kind:
             row = c["top10_by_kind"]
             cells = [f"{row[k]['top10']:.1f} ({row[k]['spans']:.0f})" if k in row else "" for k in kinds]
+            lines.append(f"| {c['regime']} | {c['arm']} | " + " | ".join(cells) + " |")
+    by_seen = [c for c in summary["cells"] if c.get("top10_by_seen")]
+    if by_seen:
+        lines += [
+            "",
+            "Dev top-10 retrieval (%) by whether the linked node was linked anywhere in the training data "
+            "(a teacher row that only tags a node can be memorised for seen nodes, never for unseen ones; "
+            "dev linked spans per run in brackets):",
+            "",
+            "| regime | arm | seen nodes | unseen nodes |",
+            "|---|---|---|---|",
+        ]
+        for c in by_seen:
+            row = c["top10_by_seen"]
+            cells = [f"{row[k]['top10']:.1f} ({row[k]['spans']:.0f})" if k in row else "" for k in ("seen", "unseen")]
             lines.append(f"| {c['regime']} | {c['arm']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -51,3 +51,27 @@ def test_a_label_without_kg_kinds_or_unknown_is_a_clear_error(tmp_path: Path) ->
     code, output = _names(tmp_path, "Species", str(tmp_path / "y.json"))
     assert code != 0 and "unknown label 'Species'" in output
     assert not (tmp_path / "x.json").exists()
+
+
+def test_holdout_leaves_out_a_seeded_fraction_of_each_kinds_nodes(tmp_path: Path) -> None:
+    words = ["Alport", "Bartter", "Cushing", "Dravet", "Ehlers", "Fabry", "Gaucher", "Hunter", "Krabbe", "Leigh"]
+    nodes = "id\tname\tkind\n" + "".join(f"Disease::D{i}\t{w} syndrome\tDisease\n" for i, w in enumerate(words))
+    (tmp_path / "nodes.tsv").write_text(nodes, encoding="utf8")
+
+    def listed(*args: str) -> set[str]:
+        out = tmp_path / "names.json"
+        result = CliRunner().invoke(
+            app, ["kg-names", "Disease", str(out), "--kg-nodes", str(tmp_path / "nodes.tsv"), *args]
+        )
+        assert result.exit_code == 0, result.output
+        return {k for r in json.loads(out.read_text(encoding="utf8")) for k in r["kge"]}
+
+    every = listed()
+    assert len(every) == 10
+    kept = listed("--holdout", "0.3", "--seed", "1")
+    assert len(kept) == 7 and kept < every
+    assert listed("--holdout", "0.3", "--seed", "1") == kept  # the seed draws the held-out nodes
+    assert json.loads((tmp_path / "names.stats.json").read_text(encoding="utf8"))["holdout"] == 0.3
+    result = CliRunner().invoke(app, ["kg-names", "Disease", str(tmp_path / "x.json"), "--holdout", "1",
+                                      "--kg-nodes", str(tmp_path / "nodes.tsv")])  # fmt: skip
+    assert result.exit_code != 0 and "holdout must be in [0, 1)" in result.output

@@ -292,6 +292,11 @@ def test_share_balance_makes_b_the_kg_share_and_retrieval_is_logged(tmp_path):
         assert {k: v["spans"] for k, v in r["by_kind"].items()} == {"Compound": 3, "Disease": 2, "Symptom": 1}
         assert sum(v["top1"] * v["spans"] for v in r["by_kind"].values()) == pytest.approx(r["top1"] * r["spans"])
         assert r["chance_top10"] == pytest.approx(100.0)  # every kind of the toy store has <= 10 nodes
+        assert {k: v["spans"] for k, v in r["by_seen"].items()} == {"seen": 6}  # training links every dev node
+    # a node linked nowhere in the training data counts as unseen
+    unlinked = load_config(CFG, {**ov, "paths.train": str(write_corpus(tmp_path / "plain.json", link=False))})
+    probe = Distiller(unlinked, tmp_path / "probe_unseen")
+    assert {k: v["spans"] for k, v in probe.kg_retrieval(probe.dev)["by_seen"].items()} == {"unseen": 6}
     # a run that predates the per-kind breakdown gets it from its last checkpoint, same totals
     older = {**retrieval, "after": {k: v for k, v in retrieval["after"].items() if k != "by_kind"}}
     (tmp_path / "run" / "retrieval.json").write_text(json.dumps(older))

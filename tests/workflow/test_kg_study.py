@@ -77,6 +77,7 @@ def test_study_pairs_arms_by_seed_and_resumes(tmp_path):
         assert cell["seeds"] == [1, 2] and len(cell["f1"]) == 2
         assert cell["top10"] is not None and cell["top10_before"] is not None
         assert {k: v["spans"] for k, v in cell["top10_by_kind"].items()} == {"Compound": 3, "Disease": 2, "Symptom": 1}
+        assert {k: v["spans"] for k, v in cell["top10_by_seen"].items()} == {"seen": 6}  # train links them all
         if arm == "b0":
             assert "paired_diff_mean" not in cell and cell["b"] == 0.0
         else:

@@ -55,16 +55,21 @@ class StudySettings:
 @dataclass
 class Regime:
     """``[regimes.<name>]``: a training corpus (or a seeded fraction of it) with its dev and test;
-    ``extra_train``: sentences every arm also trains on, whole (the KG's node names: ``kg-names``)."""
+    ``extra_train``: sentences every arm also trains on, whole (the KG's node names: ``kg-names``);
+    ``shares`` / ``arms``: where given, this regime's own list replaces ``[study]``'s (b0 always
+    runs), so that one config reproduces a study whose regimes ran different arms."""
 
     train: str
     dev: str
     test: str
     fraction: float = 1.0
     extra_train: str = ""
+    shares: list[float] | None = None
+    arms: list[str] | None = None
 
     def __post_init__(self) -> None:
         require(0 < self.fraction <= 1, "regime fraction must be in (0, 1]")
+        require(all(0 < s < 1 for s in self.shares or []), "regime shares must be in (0, 1)")
 
 
 def arm_overrides(arm: str, named: dict[str, Any]) -> dict[str, Any]:
@@ -77,8 +82,10 @@ def arm_overrides(arm: str, named: dict[str, Any]) -> dict[str, Any]:
     return _flatten(named[arm])
 
 
-def arm_names(study: StudySettings) -> list[str]:
-    return ["b0", *(f"share{s:g}" for s in study.shares), *study.arms]
+def arm_names(study: StudySettings, regime: Regime) -> list[str]:
+    """b0, the regime's (else the study's) shares, then its named arms."""
+    shares = study.shares if regime.shares is None else regime.shares
+    return ["b0", *(f"share{s:g}" for s in shares), *(study.arms if regime.arms is None else regime.arms)]
 
 
 def run_study(
@@ -93,14 +100,15 @@ def run_study(
     regimes = {name: read_section(Regime, cfg["regimes"][name], f"regimes.{name}") for name in study.regimes}
     base = _flatten(dict(cfg.get("distill", {})))
     named = dict(cfg.get("arms", {}))
-    arms = arm_names(study)
-    arm_cfgs = {arm: {**base, **arm_overrides(arm, named)} for arm in arms}  # an unknown arm fails now
+    arms = {name: arm_names(study, regime) for name, regime in regimes.items()}
+    every_arm = dict.fromkeys(arm for names in arms.values() for arm in names)
+    arm_cfgs = {arm: {**base, **arm_overrides(arm, named)} for arm in every_arm}  # an unknown arm fails now
     if not summary_only:
         for name, regime in regimes.items():
             if only and only != name:
                 continue
             for seed in study.seeds:
-                for arm in arms:
+                for arm in arms[name]:
                     _run_cell(study, name, regime, arm, seed, arm_cfgs[arm])
     results = Path(study.results)
     previous_file = results / "kg_study.json"
@@ -147,7 +155,7 @@ def _sd(values: list[float]) -> float:
 
 
 def summarise(
-    study: StudySettings, regimes: dict[str, Regime], arms: list[str], previous: dict[str, Any] | None = None
+    study: StudySettings, regimes: dict[str, Regime], arms: dict[str, list[str]], previous: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Per regime and arm: per-seed test F1 (%), mean ± sd, paired difference to b0, retrieval.
 
@@ -157,10 +165,11 @@ def summarise(
     or arms this study does not name are carried over as they are."""
     earlier = _earlier_runs(previous)
     keys = list(earlier)
-    keys += [(name, arm) for name in regimes for arm in arms if (name, arm) not in earlier]
+    keys += [(name, arm) for name in regimes for arm in arms[name] if (name, arm) not in earlier]
     runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for name, arm in keys:
-        fresh = _finished(Path(study.runs) / name / arm, study.seeds) if name in regimes and arm in arms else {}
+        ours = name in regimes and arm in arms[name]
+        fresh = _finished(Path(study.runs) / name / arm, study.seeds) if ours else {}
         runs[name, arm] = {**earlier.get((name, arm), {}), **fresh}
     cells = [_cell(name, arm, runs[name, arm], runs.get((name, "b0"), {}), study.min_gain) for name, arm in keys]
     return {"cells": [c for c in cells if c], "min_gain": study.min_gain}

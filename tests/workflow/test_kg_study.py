@@ -9,7 +9,7 @@ import pytest
 from toy_distill import CFG, overrides, write_corpus, write_teacher
 
 from spacy_kogner.config import ConfigError
-from spacy_kogner.workflow.kg_study import run_study
+from spacy_kogner.workflow.kg_study import Regime, StudySettings, arm_names, run_study
 
 
 def write_study(tmp: Path, arms: str = '["z_only"]') -> Path:
@@ -119,3 +119,11 @@ def test_an_arm_without_a_section_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match="nowhere"):
         run_study(config)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_regimes_own_shares_and_arms_replace_the_studys():
+    study = StudySettings("d.cfg", "t", ["a"], [1], [0.1, 0.3], ["shuffled_h"], 1, 1.5, "r", "runs")
+    assert arm_names(study, Regime("tr", "dv", "te")) == ["b0", "share0.1", "share0.3", "shuffled_h"]
+    assert arm_names(study, Regime("tr", "dv", "te", shares=[], arms=["z_only"])) == ["b0", "z_only"]
+    with pytest.raises(ConfigError, match="regime shares"):
+        Regime("tr", "dv", "te", shares=[1.5])

@@ -286,6 +286,9 @@ def kg_names(
     holdout: float = typer.Option(
         0.0, help="Fraction of each kind's nodes (drawn with the seed) whose names are left out"
     ),
+    holdout_from: Path = typer.Option(
+        None, help="GLiNER JSON (e.g. a dev split): draw the held-out nodes among those its spans link to"
+    ),
     config: str = typer.Option("configs/pooled.cfg", help="Config whose [pooled] blocking_kinds apply"),
     silver_config: str = SILVER_CONFIG_OPTION,
     linking: str = LINKING_OPTION,
@@ -299,9 +302,17 @@ def kg_names(
     pooled, silver, cfg = _silver_inputs(ctx, config, silver_config, linking)
     kg = _load_kg(cfg, kg_nodes, nodes_only=True)
     try:
+        pool = None
+        if holdout_from is not None:
+            from ..data.readers import CorpusFormatError, read_gliner_records
+
+            try:
+                pool = {sp.kge for _, sent in read_gliner_records(holdout_from) for sp in sent.spans if sp.kge}
+            except (CorpusFormatError, OSError) as err:
+                fail(f"--holdout-from {holdout_from}: {err}")
         stats = build_label_names(
             label, out, kg, load_label_table(labels), silver, cfg["linking"], pooled["blocking_kinds"],
-            per_kind or len(kg.node_ids), per_sentence, seed, holdout,
+            per_kind or len(kg.node_ids), per_sentence, seed, holdout, pool,
         )  # fmt: skip
     except ConfigError as err:
         fail(str(err))

@@ -42,13 +42,16 @@ def name_sentences(
     per_sentence: int,
     seed: int,
     holdout: float = 0.0,
+    holdout_pool: set[str] | None = None,
 ) -> tuple[list[Sentence], Counter[str]]:
     """Sentences listing up to ``per_kind`` names (sampled with ``seed``; 0 = none) of each kind in
     ``used``, ``per_sentence`` to a sentence; spans labelled by the matcher's kind table.
 
     ``holdout``: the fraction of each kind's nodes (drawn with ``seed``) whose names are left out,
     so that dev spans linked to them test what the student learned of nodes it never saw named
-    (the KG study's seen / unseen retrieval). Returns the sentences and the name spans per label."""
+    (the KG study's seen / unseen retrieval); with ``holdout_pool`` (node ids, e.g. those a dev
+    split links to) the fraction is drawn among the kind's nodes in the pool, so that enough dev
+    spans are unseen. Returns the sentences and the name spans per label."""
     require(per_kind >= 0, "names per kind must be >= 0 (0: no name sentences)")
     require(per_sentence > 0, "names per sentence must be > 0")
     require(0 <= holdout < 1, "holdout must be in [0, 1)")
@@ -64,7 +67,9 @@ def name_sentences(
     for kind in used:
         rows = by_kind.get(kind, [])
         rng.shuffle(rows)
-        rows = rows[round(holdout * len(rows)) :]
+        pool = [r for r in rows if holdout_pool is None or matcher.node_ids[r] in holdout_pool]
+        held = set(pool[: round(holdout * len(pool))])
+        rows = [r for r in rows if r not in held]
         names: list[tuple[list[str], Span]] = []
         for row in rows:
             tokens = _NAME_TOKEN.findall(matcher.names[row])
@@ -100,6 +105,7 @@ def build_label_names(
     per_sentence: int,
     seed: int,
     holdout: float = 0.0,
+    holdout_pool: set[str] | None = None,
 ) -> dict[str, Any]:
     """Write the name sentences of every KG kind a corpus ``label`` links to (``labels.cfg``
     ``kg_kinds``), spans labelled ``label``, as training-ready GLiNER JSON; return statistics.
@@ -117,7 +123,7 @@ def build_label_names(
     matched = matched_kinds(kinds, blocking_kinds)
     kind_table = {kind: KindInfo(prompt=label if kind in kinds else "") for kind in matched}
     matcher = kind_matcher(kg, matched, kind_table, silver_section, linking_section)
-    sents, counts = name_sentences(matcher, kinds, per_kind, per_sentence, seed, holdout)
+    sents, counts = name_sentences(matcher, kinds, per_kind, per_sentence, seed, holdout, holdout_pool)
     kind_of = dict(zip(matcher.node_ids, matcher.kinds, strict=True))
     by_kind = Counter(kind_of[s.kge] for x in sents for s in x.spans)
     path = Path(out)
@@ -125,7 +131,7 @@ def build_label_names(
     write_gliner_json(sents, path, label_sets=lambda _: [label], extras=False)
     stats = {
         "label": label, "kinds": kinds, "sentences": len(sents), "names": dict(counts), "by_kind": dict(by_kind),
-        "holdout": holdout, "seed": seed,
+        "holdout": holdout, "holdout_pool": None if holdout_pool is None else len(holdout_pool), "seed": seed,
     }  # fmt: skip
     path.with_suffix(".stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf8")
     return stats

@@ -57,7 +57,8 @@ class Regime:
     """``[regimes.<name>]``: a training corpus (or a seeded fraction of it) with its dev and test;
     ``extra_train``: sentences every arm also trains on, whole (the KG's node names: ``kg-names``);
     ``shares`` / ``arms``: where given, this regime's own list replaces ``[study]``'s (b0 always
-    runs), so that one config reproduces a study whose regimes ran different arms."""
+    runs), so that one config reproduces a study whose regimes ran different arms; ``baseline =
+    false`` skips b0 where a regime measures retrieval only (its cells carry no paired difference)."""
 
     train: str
     dev: str
@@ -66,6 +67,7 @@ class Regime:
     extra_train: str = ""
     shares: list[float] | None = None
     arms: list[str] | None = None
+    baseline: bool = True
 
     def __post_init__(self) -> None:
         require(0 < self.fraction <= 1, "regime fraction must be in (0, 1]")
@@ -83,9 +85,11 @@ def arm_overrides(arm: str, named: dict[str, Any]) -> dict[str, Any]:
 
 
 def arm_names(study: StudySettings, regime: Regime) -> list[str]:
-    """b0, the regime's (else the study's) shares, then its named arms."""
+    """b0 (unless the regime has no baseline), the regime's (else the study's) shares, then its
+    named arms."""
     shares = study.shares if regime.shares is None else regime.shares
-    return ["b0", *(f"share{s:g}" for s in shares), *(study.arms if regime.arms is None else regime.arms)]
+    named = study.arms if regime.arms is None else regime.arms
+    return ["b0"] * regime.baseline + [f"share{s:g}" for s in shares] + list(named)
 
 
 def run_study(

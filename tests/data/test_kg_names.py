@@ -72,6 +72,19 @@ def test_holdout_leaves_out_a_seeded_fraction_of_each_kinds_nodes(tmp_path: Path
     assert len(kept) == 7 and kept < every
     assert listed("--holdout", "0.3", "--seed", "1") == kept  # the seed draws the held-out nodes
     assert json.loads((tmp_path / "names.stats.json").read_text(encoding="utf8"))["holdout"] == 0.3
+    # drawn among the nodes a corpus links to: half of its two nodes, the others all kept
+    dev = tmp_path / "dev.json"
+    record = {"tokenized_text": ["Fabry", "syndrome", "and", "Leigh", "syndrome"],
+              "ner": [[0, 1, "Disease"], [3, 4, "Disease"]], "kge": ["Disease::D5", "Disease::D9"]}  # fmt: skip
+    dev.write_text(json.dumps([record]))
+    kept = listed("--holdout", "0.5", "--holdout-from", str(dev))
+    assert len(kept) == 9 and len(kept & {"Disease::D5", "Disease::D9"}) == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{")
+    nodes = str(tmp_path / "nodes.tsv")
+    args = ["kg-names", "Disease", str(tmp_path / "y.json"), "--holdout", "0.5", "--holdout-from", str(bad)]
+    result = CliRunner().invoke(app, [*args, "--kg-nodes", nodes])
+    assert result.exit_code != 0 and "bad.json" in result.output
     result = CliRunner().invoke(app, ["kg-names", "Disease", str(tmp_path / "x.json"), "--holdout", "1",
                                       "--kg-nodes", str(tmp_path / "nodes.tsv")])  # fmt: skip
     assert result.exit_code != 0 and "holdout must be in [0, 1)" in result.output

@@ -125,5 +125,6 @@ def test_a_regimes_own_shares_and_arms_replace_the_studys():
     study = StudySettings("d.cfg", "t", ["a"], [1], [0.1, 0.3], ["shuffled_h"], 1, 1.5, "r", "runs")
     assert arm_names(study, Regime("tr", "dv", "te")) == ["b0", "share0.1", "share0.3", "shuffled_h"]
     assert arm_names(study, Regime("tr", "dv", "te", shares=[], arms=["z_only"])) == ["b0", "z_only"]
+    assert arm_names(study, Regime("tr", "dv", "te", shares=[], arms=["z_only"], baseline=False)) == ["z_only"]
     with pytest.raises(ConfigError, match="regime shares"):
         Regime("tr", "dv", "te", shares=[1.5])

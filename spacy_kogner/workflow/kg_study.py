@@ -241,13 +241,13 @@ def _by_kind(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, flo
     """Per group (a KG kind, or seen / unseen in training): dev linked spans (per run) and top-10
     retrieval (%), means over the seeds that have the group."""
     kinds = sorted({kind for run in runs for kind in run})
-    return {
-        kind: {
-            "spans": statistics.mean(run[kind]["spans"] for run in runs if kind in run),
-            "top10": statistics.mean(run[kind]["top10"] for run in runs if kind in run),
-        }
-        for kind in kinds
-    }
+    out = {}
+    for kind in kinds:
+        present = [run[kind] for run in runs if kind in run]
+        out[kind] = {key: statistics.mean(g[key] for g in present) for key in ("spans", "top10")}
+        if all("chance_top10" in g for g in present):
+            out[kind]["chance_top10"] = statistics.mean(g["chance_top10"] for g in present)
+    return out
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -293,6 +293,11 @@ def _loss_share(log_path: Path, a: float, b: float) -> float | None:
 
 def _f(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _group(g: dict[str, float]) -> str:
+    chance = f", chance {g['chance_top10']:.1f}" if "chance_top10" in g else ""
+    return f"{g['top10']:.1f} ({g['spans']:.0f}{chance})"
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -344,14 +349,14 @@ def render_markdown(summary: dict[str, Any]) -> str:
             "",
             "Dev top-10 retrieval (%) by whether the linked node was linked anywhere in the training data "
             "(a teacher row that only tags a node can be memorised for seen nodes, never for unseen ones; "
-            "dev linked spans per run in brackets):",
+            "dev linked spans per run and chance in brackets):",
             "",
             "| regime | arm | seen nodes | unseen nodes |",
             "|---|---|---|---|",
         ]
         for c in by_seen:
             row = c["top10_by_seen"]
-            cells = [f"{row[k]['top10']:.1f} ({row[k]['spans']:.0f})" if k in row else "" for k in ("seen", "unseen")]
+            cells = [_group(row[k]) if k in row else "" for k in ("seen", "unseen")]
             lines.append(f"| {c['regime']} | {c['arm']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

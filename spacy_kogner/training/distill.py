@@ -441,7 +441,7 @@ class Distiller:
         self.heads.train(False)
         self.bank.clear()  # MLP_dist may have been trained since the last call
         seen_rows = {self._row(k) for r in self.train for k in r.kge if k} - {None}
-        hits, n, chance = {1: 0, 10: 0}, 0, {1: 0.0, 10: 0.0}
+        total: dict[str, dict[str, float]] = {}
         by_kind: dict[str, dict[str, float]] = {}
         by_seen: dict[str, dict[str, float]] = {}
         linked = [r for r in records if any(k and self._row(k) is not None for k in r.kge)]
@@ -462,28 +462,18 @@ class Distiller:
                 scores = bank_scores(student, rows, self.bank, self.heads.mlp_dist, 1.0)
                 # bank_scores gives one entry per kind present, in sorted kind order
                 kinds = self.bank.kind_of[np.asarray(rows, dtype=np.int64)]
-                for kind, part in zip(np.unique(kinds), scores, strict=True):
-                    logits, target = part
-                    seen = torch.tensor([rows[i] in seen_rows for i in np.flatnonzero(kinds == kind)])
-                    size_k = logits.size(1)
-                    _tally(by_kind, str(self.bank.kind_names[kind]), part, size_k)
-                    for name, mask in (("seen", seen), ("unseen", ~seen)):
+                for kind, (logits, target) in zip(np.unique(kinds), scores, strict=True):
+                    _tally(total, "all", logits, target)
+                    _tally(by_kind, str(self.bank.kind_names[kind]), logits, target)
+                    seen = [rows[i] in seen_rows for i in np.flatnonzero(kinds == kind)]
+                    seen_mask = torch.tensor(seen, device=logits.device)
+                    for name, mask in (("seen", seen_mask), ("unseen", ~seen_mask)):
                         if mask.any():
-                            _tally(
-                                by_seen, name, (logits[mask.to(logits.device)], target[mask.to(target.device)]), size_k
-                            )
-                    for k, v in retrieval_counts([part]).items():
-                        hits[k] += v
-                        chance[k] += len(logits) * min(1.0, k / size_k)
-                n += len(rows)
+                            _tally(by_seen, name, logits[mask], target[mask])
         self.bank.clear()
-        if not n:
+        if not total:
             return None
-        return {
-            "spans": n, "top1": 100 * hits[1] / n, "top10": 100 * hits[10] / n,
-            "chance_top1": 100 * chance[1] / n, "chance_top10": 100 * chance[10] / n,
-            "by_kind": _percent(by_kind), "by_seen": _percent(by_seen),
-        }  # fmt: skip
+        return {**_percent(total)["all"], "by_kind": _percent(by_kind), "by_seen": _percent(by_seen)}
 
     # ------------------------------------------------------------------- evaluation
     def pipeline(self, corpora_labels: list[str] | None = None, threshold: float | None = None) -> Any:
@@ -798,18 +788,23 @@ def write_curves(log_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def _tally(groups: dict[str, dict[str, float]], name: str, part: tuple[torch.Tensor, torch.Tensor], size: int) -> None:
-    """Add one kind's retrieval hits (and chance, k / the kind's node count) to group ``name``."""
-    tally = groups.setdefault(name, {"spans": 0, "top1": 0, "top10": 0, "chance_top10": 0.0})
-    tally["spans"] += len(part[0])
-    tally["chance_top10"] += len(part[0]) * min(1.0, 10 / size)
-    for k, v in retrieval_counts([part]).items():
-        tally[f"top{k}"] += v
+_RETRIEVAL_KS = (1, 10)
+
+
+def _tally(groups: dict[str, dict[str, float]], name: str, logits: torch.Tensor, target: torch.Tensor) -> None:
+    """Add the spans of one kind (rows of ``logits`` against all its nodes) to group ``name``:
+    top-k hits and chance (k / the kind's node count)."""
+    tally = groups.setdefault(name, {"spans": 0})
+    tally["spans"] += len(logits)
+    for k, v in retrieval_counts([(logits, target)], _RETRIEVAL_KS).items():
+        tally[f"top{k}"] = tally.get(f"top{k}", 0) + v
+        tally[f"chance_top{k}"] = tally.get(f"chance_top{k}", 0.0) + len(logits) * min(1.0, k / logits.size(1))
 
 
 def _percent(groups: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Hit and chance counts as % of each group's spans."""
     return {
-        name: {"spans": t["spans"], **{k: 100 * t[k] / t["spans"] for k in ("top1", "top10", "chance_top10")}}
+        name: {"spans": t["spans"], **{k: 100 * v / t["spans"] for k, v in t.items() if k != "spans"}}
         for name, t in sorted(groups.items())
     }
 

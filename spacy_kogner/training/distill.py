@@ -375,9 +375,12 @@ class Distiller:
 
     def step(self, step: int) -> dict[str, float]:
         """One optimisation step; returns every loss part for the log."""
+        return self._optimise(*self.batches.get(step))
+
+    def _optimise(self, batch: dict[str, Any], records: list[Record]) -> dict[str, float]:
+        """One optimisation step on a collated batch (``step`` without the batch schedule)."""
         self.student.train()
         self.heads.train()
-        batch, records = self.batches.get(step)
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         pair_mask = inputs.pop("pair_mask", None)
         where, rows = self._linked(records, inputs["span_idx"].size(1) // self.student.max_width)
@@ -414,6 +417,44 @@ class Distiller:
             "loss": loss.item(), "l_lang": l_lang.item(), "l_dist": l_dist.item(), "linked_spans": len(where),
             "dist_share": share, "dist_scale": scale, "teacher_var": var, "lr": self.scheduler.get_last_lr()[0],
             "words": int(inputs["span_idx"].size(1)),
+        }  # fmt: skip
+
+    def paired_step_cost(self, steps: int, warmup: int) -> dict[str, Any]:
+        """What the KG term costs per step, as a ratio measured in one process (issue 13: <= 1.15x).
+
+        Ratios of two runs' step times mix the term's cost with the machine's speed at two times
+        (b0 and an arm with the same compute measured 1.05x and 1.17x on one box). Here every batch
+        is trained on twice, once with b = 0 and once with this run's b, alternating which goes
+        first, so drift, batch length and cache state cancel within each pair. The weights move
+        (it trains); a step's cost does not depend on them. Result: the median of the per-batch
+        ratios and the ratio of the summed times, over ``steps`` pairs after ``warmup`` pairs."""
+        b = self.t.b
+        if b <= 0:
+            raise ConfigError("paired_step_cost needs training.b > 0 (it compares b = 0 with this run's b)")
+        if steps < 1 or warmup < 0:
+            raise ConfigError(f"paired_step_cost: steps must be >= 1 and warmup >= 0, got {steps}, {warmup}")
+        timed: dict[float, list[float]] = {0.0: [], b: []}
+        linked = []
+        try:
+            for i in range(warmup + steps):
+                batch, records = self._batch(i)
+                for weight in (0.0, b) if i % 2 == 0 else (b, 0.0):
+                    self.t.b = weight
+                    start = time.perf_counter()
+                    parts = self._optimise(batch, records)
+                    if i >= warmup:
+                        timed[weight].append(time.perf_counter() - start)
+                if i >= warmup:
+                    linked.append(parts["linked_spans"])
+        finally:
+            self.t.b = b
+            self.batches.close()
+        ratios = [with_kg / without for with_kg, without in zip(timed[b], timed[0.0], strict=True)]
+        return {
+            "b": b, "steps": steps, "warmup": warmup, "median_ratio": float(np.median(ratios)),
+            "sum_ratio": sum(timed[b]) / sum(timed[0.0]), "median_step_s_b0": float(np.median(timed[0.0])),
+            "median_step_s": float(np.median(timed[b])), "mean_linked_spans": float(np.mean(linked)),
+            "threads": torch.get_num_threads(), "precision": "bf16" if self.amp is not None else "fp32",
         }  # fmt: skip
 
     def _dist_loss(self, spans: torch.Tensor, rows: list[int]) -> tuple[torch.Tensor, float]:

@@ -30,6 +30,7 @@ from ..config import _flatten, load_config, read_section, require
 from ..run_summary import SUMMARY_FILE
 
 TEST_FILE = "test.json"
+STEP_COST_FILE = "step_cost.json"
 
 
 @dataclass
@@ -46,9 +47,14 @@ class StudySettings:
     min_gain: float
     results: str
     runs: str
+    # the KG term's step cost measured in one process (Distiller.paired_step_cost): batch pairs
+    # per arm with b > 0, after warm-up pairs; 0 skips it (the cost then comes from run pairs only)
+    step_cost_steps: int = 0
+    step_cost_warmup: int = 0
 
     def __post_init__(self) -> None:
         require(len(self.seeds) >= 1, "[study] seeds: at least one seed")
+        require(self.step_cost_steps >= 0 and self.step_cost_warmup >= 0, "[study] step_cost_* must be >= 0")
         require(all(0 < s < 1 for s in self.shares), "[study] shares must be in (0, 1): b = 0 always runs as b0")
 
 
@@ -114,6 +120,8 @@ def run_study(
             for seed in study.seeds:
                 for arm in arms[name]:
                     _run_cell(study, name, regime, arm, seed, arm_cfgs[arm])
+            for arm in arms[name]:
+                _measure_step_cost(study, name, regime, arm, arm_cfgs[arm])
     results = Path(study.results)
     previous_file = results / "kg_study.json"
     previous = json.loads(previous_file.read_text(encoding="utf8")) if previous_file.is_file() else None
@@ -128,11 +136,25 @@ def run_study(
 def _run_cell(study: StudySettings, name: str, regime: Regime, arm: str, seed: int, arm_cfg: dict[str, Any]) -> None:
     """One training run and its test score (skipped when both exist)."""
     from ..training.batches import read_records
-    from ..training.distill import Distiller, check_config
+    from ..training.distill import Distiller
 
     run = Path(study.runs) / name / arm / f"seed{seed}"
     if (run / SUMMARY_FILE).is_file() and (run / TEST_FILE).is_file():
         return
+    cfg = _run_config(study, regime, seed, arm_cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg.to_disk(run / "config.cfg")
+    distiller = Distiller(cfg, run)
+    summary = distiller.run()
+    threshold = summary["details"]["threshold"]
+    scores = distiller.score_model(run / "model-best", read_records(regime.test), threshold)
+    (run / TEST_FILE).write_text(json.dumps({"threshold": threshold, **scores}, indent=2), encoding="utf8")
+
+
+def _run_config(study: StudySettings, regime: Regime, seed: int, arm_cfg: dict[str, Any]) -> Any:
+    """The distillation config of one (regime, arm, seed) run, checked."""
+    from ..training.distill import check_config
+
     overrides = {
         **arm_cfg,
         "paths.train": regime.train,
@@ -145,13 +167,26 @@ def _run_cell(study: StudySettings, name: str, regime: Regime, arm: str, seed: i
     }
     cfg = load_config(study.distill_config, overrides)
     check_config(cfg, study.distill_config)
-    run.mkdir(parents=True, exist_ok=True)
-    cfg.to_disk(run / "config.cfg")
-    distiller = Distiller(cfg, run)
-    summary = distiller.run()
-    threshold = summary["details"]["threshold"]
-    scores = distiller.score_model(run / "model-best", read_records(regime.test), threshold)
-    (run / TEST_FILE).write_text(json.dumps({"threshold": threshold, **scores}, indent=2), encoding="utf8")
+    return cfg
+
+
+def _measure_step_cost(study: StudySettings, name: str, regime: Regime, arm: str, arm_cfg: dict[str, Any]) -> None:
+    """The arm's step cost against b = 0 in one process, on its first seed's batches
+    (``STEP_COST_FILE`` in the arm's folder; skipped when it exists, off when ``step_cost_steps = 0``)."""
+    import tempfile
+
+    from ..training.distill import Distiller
+
+    out = Path(study.runs) / name / arm / STEP_COST_FILE
+    if not study.step_cost_steps or out.is_file():
+        return
+    cfg = _run_config(study, regime, study.seeds[0], arm_cfg)
+    if cfg["training"]["b"] <= 0:
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        cost = Distiller(cfg, scratch).paired_step_cost(study.step_cost_steps, study.step_cost_warmup)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**cost, "seed": study.seeds[0]}, indent=2), encoding="utf8")
 
 
 def _sd(values: list[float]) -> float:
@@ -171,18 +206,32 @@ def summarise(
     keys = list(earlier)
     keys += [(name, arm) for name in regimes for arm in arms[name] if (name, arm) not in earlier]
     runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    costs = {(c["regime"], c["arm"]): c["step_cost_paired"] for c in (previous or {}).get("cells", [])}
+    costs = {key: cost for key, cost in costs.items() if cost}
     for name, arm in keys:
         ours = name in regimes and arm in arms[name]
         fresh = _finished(Path(study.runs) / name / arm, study.seeds) if ours else {}
         runs[name, arm] = {**earlier.get((name, arm), {}), **fresh}
-    cells = [_cell(name, arm, runs[name, arm], runs.get((name, "b0"), {}), study.min_gain) for name, arm in keys]
+        cost_file = Path(study.runs) / name / arm / STEP_COST_FILE
+        if ours and cost_file.is_file():
+            costs[name, arm] = json.loads(cost_file.read_text(encoding="utf8"))
+    cells = [
+        _cell(name, arm, runs[name, arm], runs.get((name, "b0"), {}), study.min_gain, costs.get((name, arm)))
+        for name, arm in keys
+    ]
     return {"cells": [c for c in cells if c], "min_gain": study.min_gain}
 
 
 def _cell(
-    regime: str, arm: str, done: dict[int, dict[str, Any]], b0: dict[int, dict[str, Any]], min_gain: float
+    regime: str,
+    arm: str,
+    done: dict[int, dict[str, Any]],
+    b0: dict[int, dict[str, Any]],
+    min_gain: float,
+    paired_cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One (regime, arm) cell from its per-seed records; empty where no seed finished."""
+    """One (regime, arm) cell from its per-seed records; empty where no seed finished.
+    ``paired_cost``: the arm's one-process step cost (``_measure_step_cost``), where measured."""
     if not done:
         return {}
     seeds = sorted(done)
@@ -213,6 +262,7 @@ def _cell(
             "gain": len(paired) > 1 and mean >= min_gain and mean > sd,
             "step_cost_vs_b0": statistics.median(ratios) if ratios else None,
         })  # fmt: skip
+    cell["step_cost_paired"] = paired_cost
     cell["per_seed"] = {str(s): done[s] for s in seeds}
     return cell
 
@@ -309,7 +359,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"over seeds); a gain is claimed only where Δ >= {summary['min_gain']} and Δ > its sd. "
         "Retrieval: dev KG-linked spans, rank of the linked node among all nodes of its kind "
         "(projected span vs projected teacher row), after training (before training in brackets). "
-        "Step cost: the median over seeds of the arm's median step time over b0's (same seed).",
+        "Step cost: the arm's step time over b0's, measured in one process on the same batches, b = 0 and "
+        "the arm's b alternating (median of the per-batch ratios); in brackets, the median over seeds of "
+        "the arm's median step time over b0's from separate runs (the machine's drift between runs included).",
         "",
         "| regime | arm | b | seeds | F1 per seed | F1 mean ± sd | Δ vs b0 | gain | KG share (summed / median step) "
         "| linked/step "
@@ -319,7 +371,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for c in summary["cells"]:
         delta = f"{c['paired_diff_mean']:+.2f} ± {c['paired_diff_sd']:.2f}" if "paired_diff_mean" in c else ""
         gain = ("yes" if c["gain"] else "no") if "gain" in c else ""
-        cost = f"{c['step_cost_vs_b0']:.2f}×" if c.get("step_cost_vs_b0") else ""
+        runs = f"({c['step_cost_vs_b0']:.2f}×)" if c.get("step_cost_vs_b0") else ""
+        paired = f"{c['step_cost_paired']['median_ratio']:.2f}× " if c.get("step_cost_paired") else ""
+        cost = (paired + runs).strip()
         share = " / ".join("–" if c[k] is None else f"{100 * c[k]:.3g} %" for k in ("loss_share", "dist_share"))
         lines.append(
             f"| {c['regime']} | {c['arm']} | {c['b']:g} | {','.join(map(str, c['seeds']))} "

@@ -267,6 +267,24 @@ def test_an_unknown_prefetch_mode_is_refused(tmp_path):
         distill(CFG, tmp_path / "run", overrides(tmp_path, **{"training.prefetch": "yes"}))
 
 
+def test_paired_step_cost_trains_each_batch_with_and_without_the_kg_term(tmp_path):
+    """Every batch twice, b = 0 and b > 0 (order alternating): positive times, the ratios they
+    give, b restored afterwards; b = 0 has nothing to compare and is refused."""
+    store = write_teacher(tmp_path / "teacher")
+    ov = overrides(tmp_path, **{"paths.teacher": str(store), "training.b": 0.5, "training.dist_loss": "kg_infonce",
+                                "training.batch_size": 6})  # fmt: skip
+    trainer = Distiller(load_config(CFG, ov), tmp_path / "o")
+    cost = trainer.paired_step_cost(steps=3, warmup=1)
+    assert cost["steps"] == 3 and cost["b"] == 0.5 and trainer.t.b == 0.5
+    assert cost["median_step_s"] > 0 and cost["median_step_s_b0"] > 0 and cost["mean_linked_spans"] > 0
+    assert cost["sum_ratio"] > 0 and cost["median_ratio"] > 0
+    plain = Distiller(load_config(CFG, {**ov, "training.b": 0.0}), tmp_path / "p")
+    with pytest.raises(ConfigError, match="needs training.b > 0"):
+        plain.paired_step_cost(steps=1, warmup=0)
+    with pytest.raises(ConfigError, match="steps must be >= 1"):
+        trainer.paired_step_cost(steps=0, warmup=0)
+
+
 def test_share_balance_makes_b_the_kg_share_and_retrieval_is_logged(tmp_path):
     """b = 0.3 with share balancing: the first step's KG term is exactly 30 % of a·L_lang; the run
     logs the realised share per step and writes top-1/top-10 retrieval before and after."""

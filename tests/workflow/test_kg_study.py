@@ -30,6 +30,8 @@ shares = [0.3]
 arms = {arms}
 threads = 1
 min_gain = 1.5
+step_cost_steps = 2
+step_cost_warmup = 1
 results = "{tmp / "results"}"
 runs = "{tmp / "runs"}"
 
@@ -79,11 +81,14 @@ def test_study_pairs_arms_by_seed_and_resumes(tmp_path):
         assert {k: v["spans"] for k, v in cell["top10_by_kind"].items()} == {"Compound": 3, "Disease": 2, "Symptom": 1}
         assert {k: v["spans"] for k, v in cell["top10_by_seen"].items()} == {"seen": 6}  # train links them all
         if arm == "b0":
-            assert "paired_diff_mean" not in cell and cell["b"] == 0.0
+            assert "paired_diff_mean" not in cell and cell["b"] == 0.0 and cell["step_cost_paired"] is None
         else:
             assert cell["paired_seeds"] == [1, 2] and len(cell["paired_diff"]) == 2
             assert cell["paired_diff"][0] == pytest.approx(cell["f1"][0] - cells["b0"]["f1"][0])
             assert isinstance(cell["gain"], bool) and cell["step_cost_vs_b0"] > 0
+            cost = cell["step_cost_paired"]  # one process, b = 0 and b > 0 on the same batches
+            assert cost["steps"] == 2 and cost["seed"] == 1 and cost["median_ratio"] > 0
+            assert (tmp_path / "runs" / "toy" / arm / "step_cost.json").is_file()
             assert 0 < cell["dist_share"] < 1
     z_only = json.loads((tmp_path / "runs" / "toy" / "z_only" / "seed1" / "metrics.json").read_text())
     assert z_only["details"]["block_weights"] == [1.0, 0.0, 0.0]

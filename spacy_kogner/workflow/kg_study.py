@@ -98,13 +98,11 @@ def arm_names(study: StudySettings, regime: Regime) -> list[str]:
     return ["b0"] * regime.baseline + [f"share{s:g}" for s in shares] + list(named)
 
 
-def run_study(
-    config: str | Path,
-    overrides: dict[str, Any] | None = None,
-    only: str = "",
-    summary_only: bool = False,
-) -> dict[str, Any]:
-    """Train and score every (regime, arm, seed) not finished yet, then write the summary."""
+def load_study(
+    config: str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[StudySettings, dict[str, Regime], dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """The study's settings, its regimes, each regime's arms and each arm's distillation overrides
+    (an arm without a section fails here, before any training)."""
     cfg = load_config(config, overrides)
     study = read_section(StudySettings, cfg["study"], "study")
     regimes = {name: read_section(Regime, cfg["regimes"][name], f"regimes.{name}") for name in study.regimes}
@@ -112,7 +110,18 @@ def run_study(
     named = dict(cfg.get("arms", {}))
     arms = {name: arm_names(study, regime) for name, regime in regimes.items()}
     every_arm = dict.fromkeys(arm for names in arms.values() for arm in names)
-    arm_cfgs = {arm: {**base, **arm_overrides(arm, named)} for arm in every_arm}  # an unknown arm fails now
+    arm_cfgs = {arm: {**base, **arm_overrides(arm, named)} for arm in every_arm}
+    return study, regimes, arms, arm_cfgs
+
+
+def run_study(
+    config: str | Path,
+    overrides: dict[str, Any] | None = None,
+    only: str = "",
+    summary_only: bool = False,
+) -> dict[str, Any]:
+    """Train and score every (regime, arm, seed) not finished yet, then write the summary."""
+    study, regimes, arms, arm_cfgs = load_study(config, overrides)
     if not summary_only:
         for name, regime in regimes.items():
             if only and only != name:
@@ -141,7 +150,7 @@ def _run_cell(study: StudySettings, name: str, regime: Regime, arm: str, seed: i
     run = Path(study.runs) / name / arm / f"seed{seed}"
     if (run / SUMMARY_FILE).is_file() and (run / TEST_FILE).is_file():
         return
-    cfg = _run_config(study, regime, seed, arm_cfg)
+    cfg = run_config(study, regime, seed, arm_cfg)
     run.mkdir(parents=True, exist_ok=True)
     cfg.to_disk(run / "config.cfg")
     distiller = Distiller(cfg, run)
@@ -151,7 +160,7 @@ def _run_cell(study: StudySettings, name: str, regime: Regime, arm: str, seed: i
     (run / TEST_FILE).write_text(json.dumps({"threshold": threshold, **scores}, indent=2), encoding="utf8")
 
 
-def _run_config(study: StudySettings, regime: Regime, seed: int, arm_cfg: dict[str, Any]) -> Any:
+def run_config(study: StudySettings, regime: Regime, seed: int, arm_cfg: dict[str, Any]) -> Any:
     """The distillation config of one (regime, arm, seed) run, checked."""
     from ..training.distill import check_config
 
@@ -180,7 +189,7 @@ def _measure_step_cost(study: StudySettings, name: str, regime: Regime, arm: str
     out = Path(study.runs) / name / arm / STEP_COST_FILE
     if not study.step_cost_steps or out.is_file():
         return
-    cfg = _run_config(study, regime, study.seeds[0], arm_cfg)
+    cfg = run_config(study, regime, study.seeds[0], arm_cfg)
     if cfg["training"]["b"] <= 0:
         return
     with tempfile.TemporaryDirectory() as scratch:
@@ -206,8 +215,8 @@ def summarise(
     keys = list(earlier)
     keys += [(name, arm) for name in regimes for arm in arms[name] if (name, arm) not in earlier]
     runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-    costs = {(c["regime"], c["arm"]): c["step_cost_paired"] for c in (previous or {}).get("cells", [])}
-    costs = {key: cost for key, cost in costs.items() if cost}
+    cells_before = (previous or {}).get("cells", [])
+    costs = {(c["regime"], c["arm"]): c["step_cost_paired"] for c in cells_before if c.get("step_cost_paired")}
     for name, arm in keys:
         ours = name in regimes and arm in arms[name]
         fresh = _finished(Path(study.runs) / name / arm, study.seeds) if ours else {}

@@ -9,7 +9,9 @@ import pytest
 from toy_distill import CFG, overrides, write_corpus, write_teacher
 
 from spacy_kogner.config import ConfigError
-from spacy_kogner.workflow.kg_study import Regime, StudySettings, arm_names, run_study
+from spacy_kogner.workflow.kg_study import Regime, StudySettings, arm_names, load_study, run_config, run_study
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_study(tmp: Path, arms: str = '["z_only"]') -> Path:
@@ -113,10 +115,11 @@ def test_study_pairs_arms_by_seed_and_resumes(tmp_path):
     assert share["paired_seeds"] == [1, 2]  # b0 has no seed 3
     assert "| elsewhere | b0 |" in (results / "kg_study.md").read_text()
     # a summary written before records were kept per seed: per-seed F1, the cell's other means
-    legacy = {k: v for k, v in cells["share0.3"].items() if k != "per_seed"}
+    legacy = {k: v for k, v in cells["share0.3"].items() if k not in ("per_seed", "step_cost_paired")}
     (results / "kg_study.json").write_text(json.dumps({**summary, "cells": [{**legacy, "regime": "old"}]}))
     old = {(c["regime"], c["arm"]): c for c in run_study(config)["cells"]}["old", "share0.3"]
     assert old["f1"] == legacy["f1"] and old["top10"] == legacy["top10"] and set(old["per_seed"]) == {"1", "2"}
+    assert old["step_cost_paired"] is None  # measured for regime "toy" only; "old" had none
 
 
 def test_an_arm_without_a_section_fails_before_training(tmp_path):
@@ -133,3 +136,17 @@ def test_a_regimes_own_shares_and_arms_replace_the_studys():
     assert arm_names(study, Regime("tr", "dv", "te", shares=[], arms=["z_only"], baseline=False)) == ["z_only"]
     with pytest.raises(ConfigError, match="regime shares"):
         Regime("tr", "dv", "te", shares=[1.5])
+
+
+def test_the_shipped_study_config_gives_a_valid_distill_config_for_every_run(monkeypatch, tmp_path):
+    """configs/kg_study.cfg as `spacy project run kg-study` reads it: it parses, every arm a regime
+    names has a section, and every (regime, arm) run's distillation config passes its checks."""
+    monkeypatch.chdir(REPO)  # the study names configs/distill.cfg relative to the repository
+    teacher = write_teacher(tmp_path / "teacher")  # the real one is a build output, not in a clone
+    study, regimes, arms, arm_cfgs = load_study(REPO / "configs" / "kg_study.cfg", {"study.teacher": str(teacher)})
+    assert study.step_cost_steps > 0
+    for name, regime in regimes.items():
+        for arm in arms[name]:
+            cfg = run_config(study, regime, study.seeds[0], arm_cfgs[arm])
+            assert (cfg["training"]["b"] > 0) == (arm != "b0"), (name, arm)
+    assert {"z_only", "zprime_only", "zdoubleprime_only"} <= set(arms["ncbi_10_names"])

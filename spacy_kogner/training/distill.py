@@ -427,7 +427,8 @@ class Distiller:
         is trained on twice, once with b = 0 and once with this run's b, alternating which goes
         first, so drift, batch length and cache state cancel within each pair. The weights move
         (it trains); a step's cost does not depend on them. Result: the median of the per-batch
-        ratios and the ratio of the summed times, over ``steps`` pairs after ``warmup`` pairs."""
+        ratios and the ratio of the summed times, over ``steps`` pairs after ``warmup`` pairs. The
+        trainer is spent afterwards (its weights trained twice per batch): build a new one to train."""
         b = self.t.b
         if b <= 0:
             raise ConfigError("paired_step_cost needs training.b > 0 (it compares b = 0 with this run's b)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,8 +183,6 @@ def run_config(study: StudySettings, regime: Regime, seed: int, arm_cfg: dict[st
 def _measure_step_cost(study: StudySettings, name: str, regime: Regime, arm: str, arm_cfg: dict[str, Any]) -> None:
     """The arm's step cost against b = 0 in one process, on its first seed's batches
     (``STEP_COST_FILE`` in the arm's folder; skipped when it exists, off when ``step_cost_steps = 0``)."""
-    import tempfile
-
     from ..training.distill import Distiller
 
     out = Path(study.runs) / name / arm / STEP_COST_FILE

@@ -150,3 +150,24 @@ def test_the_shipped_study_config_gives_a_valid_distill_config_for_every_run(mon
             cfg = run_config(study, regime, study.seeds[0], arm_cfgs[arm])
             assert (cfg["training"]["b"] > 0) == (arm != "b0"), (name, arm)
     assert {"z_only", "zprime_only", "zdoubleprime_only"} <= set(arms["ncbi_10_names"])
+
+
+def test_the_project_command_points_every_regime_it_runs_at_the_profiles_corpus():
+    """`spacy project run kg-study` overrides each regime's data paths with the profile's corpus
+    folder; a regime added to [study] regimes without its overrides would read the config's bare
+    corpus/ paths, which no profile builds, and fail after hours of earlier cells."""
+    import shlex
+
+    import srsly
+
+    study, regimes, _, _ = load_study(REPO / "configs" / "kg_study.cfg")
+    command = next(c for c in srsly.read_yaml(REPO / "project.yml")["commands"] if c["name"] == "kg-study")
+    study_line = next(line for line in command["script"] if " kg-study " in line)
+    words = shlex.split(study_line)
+    given = {words[i][2:]: words[i + 1] for i, w in enumerate(words) if w.startswith("--regimes.")}
+    for name, regime in regimes.items():
+        keys = ["train", "dev", "test"] + (["extra_train"] if regime.extra_train else [])
+        for key in keys:
+            value = given.get(f"regimes.{name}.{key}", "")
+            assert value.startswith("corpus/${vars.profile}/"), (name, key, value)
+            assert Path(value).name == Path(getattr(regime, key)).name, (name, key, value)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
+import srsly
 from toy_distill import CFG, overrides, write_corpus, write_teacher
 
 from spacy_kogner.config import ConfigError
@@ -156,11 +158,7 @@ def test_the_project_command_points_every_regime_it_runs_at_the_profiles_corpus(
     """`spacy project run kg-study` overrides each regime's data paths with the profile's corpus
     folder; a regime added to [study] regimes without its overrides would read the config's bare
     corpus/ paths, which no profile builds, and fail after hours of earlier cells."""
-    import shlex
-
-    import srsly
-
-    study, regimes, _, _ = load_study(REPO / "configs" / "kg_study.cfg")
+    _, regimes, _, _ = load_study(REPO / "configs" / "kg_study.cfg")
     command = next(c for c in srsly.read_yaml(REPO / "project.yml")["commands"] if c["name"] == "kg-study")
     study_line = next(line for line in command["script"] if " kg-study " in line)
     words = shlex.split(study_line)

@@ -41,9 +41,9 @@ from . import checkpoint
 from .batches import BatchPlan, Prefetcher, Record, read_records
 from .heads import DIST_LOSSES, FROZEN_TEACHER, DistillHeads, dist_loss
 from .kg_term import TEACHER_ROWS, ShareBalancer, TeacherBank, bank_infonce, bank_scores, retrieval_counts
+from .schedule import SCHEDULERS, Schedule
 
 SECTIONS = ("paths", "model", "heads", "training")
-SCHEDULERS = ("cosine", "linear")
 LOSS_NORMS = ("sum", "per_span")
 SPAN_DROPOUTS = ("shared", "full")
 
@@ -108,6 +108,7 @@ class TrainingSettings:
     steps: int
     epochs: float
     max_minutes: float
+    fit_to_budget: bool
     patience: int
     batch_size: int
     bucket: int
@@ -256,6 +257,9 @@ class Distiller:
         self.batches = Prefetcher(self._batch, self.steps, _prefetch_on(t.prefetch, self.device))
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
+        # seconds spent scoring the test split for the learning curves: reporting, not training, so
+        # outside the wall-time budget
+        self.curve_s = 0.0
         self.linked_share = self._linked_share()
         self.fingerprint = checkpoint.run_fingerprint(cfg, self._teacher_file())
         # Re-seed after building: the heads' size depends on the teacher, and a b = 0 run must
@@ -289,10 +293,8 @@ class Distiller:
         return torch.optim.AdamW(groups, weight_decay=self.t.weight_decay)
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
-        from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
-
-        make = get_cosine_schedule_with_warmup if self.t.scheduler == "cosine" else get_linear_schedule_with_warmup
-        return make(self.optimizer, int(self.t.warmup_ratio * self.steps), self.steps)
+        self.schedule = Schedule(self.t.scheduler, int(self.t.warmup_ratio * self.steps), self.steps)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule.factor)
 
     def _linked_share(self) -> float:
         total = sum(len(r.ner) for r in self.train)
@@ -590,6 +592,7 @@ class Distiller:
             "step": step, "best_f": best, "best_step": best_step, "elapsed_s": elapsed, "stale_evals": stale,
             "student": self.student.gliner.state_dict(), "heads": self.heads.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "schedule": self.schedule.state_dict(), "curve_s": self.curve_s,
             "balancer": self.balancer.state_dict(), "rng": checkpoint.rng_state(),
         }  # fmt: skip
 
@@ -605,6 +608,9 @@ class Distiller:
         self.heads.load_state_dict(state["heads"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
+        self.curve_s = float(state.get("curve_s", 0.0))
         if "balancer" in state:
             self.balancer.load_state_dict(state["balancer"])
         checkpoint.set_rng_state(state["rng"])
@@ -617,7 +623,8 @@ class Distiller:
     def run(self) -> dict[str, Any]:
         """Train until the schedule ends, the dev score stops improving (``patience`` evaluations)
         or the wall-time budget (``max_minutes``) is spent; keep the best dev model, then tune its
-        threshold on dev."""
+        threshold on dev. The budget clock counts training steps and dev evaluations, not the test
+        scoring of the learning curves; with ``fit_to_budget`` the schedule ends where the budget does."""
         steps = self.steps
         start, best, best_step, elapsed_before, stale = self.load_checkpoint()
         stop = min(steps, self.t.stop_after) if self.t.stop_after else steps
@@ -626,8 +633,12 @@ class Distiller:
         retrieval_path = self.out / "retrieval.json"
         if start == 0 or not retrieval_path.exists():  # the untrained student and heads
             retrieval_path.write_text(json.dumps({"before": self.kg_retrieval(self.dev)}), encoding="utf8")
-        t0 = time.time()
+        t0, curve_before = time.time(), self.curve_s
         budget_s = self.t.max_minutes * 60 if self.t.max_minutes else math.inf
+
+        def clock() -> float:  # the budget clock: this run's wall time less its curve scoring
+            return elapsed_before + time.time() - t0 - (self.curve_s - curve_before)
+
         ended = "schedule"
         done = start
         bar = tqdm(range(start, stop), initial=start, total=steps, desc="distill", dynamic_ncols=True)
@@ -636,14 +647,15 @@ class Distiller:
                 t_step = time.perf_counter()
                 parts = self.step(step)
                 done = step + 1
-                elapsed = elapsed_before + time.time() - t0
+                elapsed = clock()
                 # step_s: the optimisation step alone (no dev evaluation), to compare b = 0 and b > 0 cost
                 entry: dict[str, Any] = {
                     "step": done, "epoch": done / self.plan.per_epoch, **parts,
                     "step_s": time.perf_counter() - t_step, "elapsed_s": elapsed,
                 }  # fmt: skip
                 out_of_time = elapsed >= budget_s
-                if self.dev and (done % self.eval_every == 0 or done == steps or out_of_time):
+                schedule_done = done >= self.schedule.horizon
+                if self.dev and (done % self.eval_every == 0 or schedule_done or out_of_time):
                     self.batches.wait()
                     entry.update(self._eval_entry())
                     if entry["dev_f"] > best:
@@ -651,17 +663,22 @@ class Distiller:
                         self.pipeline().to_disk(self.out / "model-best")
                     else:
                         stale += 1
+                    if self.t.fit_to_budget and done > start and not schedule_done:
+                        pace = (clock() - elapsed_before) / (done - start)
+                        entry["horizon"] = self.schedule.fit_to_budget(done, budget_s - clock(), pace)
                 bar.set_postfix(loss=f"{parts['loss']:.2f}", dist=f"{parts['l_dist']:.3f}", best_f=f"{best:.3f}")
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
                 patience_out = bool(self.t.patience) and stale >= self.t.patience
-                if done % self.checkpoint_every == 0 or done == stop or out_of_time or patience_out:
-                    self.save_checkpoint(done, best, best_step, elapsed_before + time.time() - t0, stale)
-                if out_of_time or patience_out:
-                    ended = "max_minutes" if out_of_time else "patience"
+                schedule_done = done >= self.schedule.horizon
+                if done % self.checkpoint_every == 0 or done == stop or schedule_done or out_of_time or patience_out:
+                    self.save_checkpoint(done, best, best_step, clock(), stale)
+                if out_of_time or patience_out or schedule_done:
+                    ended = "max_minutes" if out_of_time else "patience" if patience_out else "schedule"
                     break
         self.batches.close()
-        if done < steps and ended == "schedule":
+        budget_clock = clock()
+        if done < self.schedule.horizon and ended == "schedule":
             return {"stopped_at": stop}
         self.pipeline().to_disk(self.out / "model-last")
         if not self.dev or best_step < 0:
@@ -686,7 +703,8 @@ class Distiller:
                 "block_weights": self.config.heads.block_weights if self.config.heads.standardise else None,
                 "teacher_rows": self.config.heads.teacher_rows, "bank_center": self.config.heads.bank_center,
                 "train_fraction": self.t.train_fraction, **_log_means(log_path), "kg_retrieval": retrieval,
-                "scheduled_steps": steps, "ended_by": ended, "epochs": done / self.plan.per_epoch,
+                "scheduled_steps": steps, "schedule_horizon": self.schedule.horizon, "ended_by": ended,
+                "epochs": done / self.plan.per_epoch, "budget_clock_s": budget_clock, "curve_s": self.curve_s,
                 "precision": "bf16" if self.amp is not None else "fp32", "batch_size": self.t.batch_size,
                 "bucket": self.t.bucket, "threshold": tuned.get("threshold", self.t.eval_threshold),
                 "dev_f_by_threshold": tuned.get("by_threshold"),
@@ -702,7 +720,9 @@ class Distiller:
         """Dev (and, for the curves only, test) scores at the evaluation threshold."""
         entry = {f"dev_{k}": v for k, v in self.evaluate(self.dev)[self.t.eval_threshold].items()}
         if self.test:
+            t0 = time.time()
             entry.update({f"test_{k}": v for k, v in self.evaluate(self.test)[self.t.eval_threshold].items()})
+            self.curve_s += time.time() - t0
         return entry
 
     @contextlib.contextmanager

@@ -7,8 +7,10 @@ on the full test split by one harness.
 then writes ``indomain.json`` / ``indomain.md`` / ``indomain_curves.png`` to the results folder:
 
 * ``indomain.json``: ``{corpus: {"kogner": F1, "spacy_cnn": F1, "spacy_trf": F1,
-  "train_minutes": {system: min}, "words_per_s": {system: w/s}, "cpu": ...}}`` (percent, full
-  test splits) — the shape the docs commit;
+  "train_minutes": {system: min}, "words_per_s": {system: w/s}, "cpu": ..., and per system its
+  precision, recall, wall minutes, steps, epochs, how it ended, threads and learning curve}}``
+  (percent, full test splits) — the shape the docs commit; ``--paths.earlier`` merges the pairs
+  of an earlier summary that have no finished run here;
 * ``indomain.md``: the same side by side with P/R, training time and inference speed;
 * ``indomain_curves.png``: dev F1 against training minutes for every system (and test F1 for the
   student, whose curve logs it), one panel per corpus.
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config, read_section, require
+from ..config import ConfigError, load_config, read_section, require
 from ..run_summary import SUMMARY_FILE, RunSummary
 
 SYSTEMS = ("kogner", "spacy_cnn", "spacy_trf")
@@ -59,6 +61,7 @@ class StudyPaths:
     results: str
     labels: str
     teacher: str = ""
+    earlier: str = ""
 
 
 def _corpus_folder(name: str, paths: StudyPaths) -> Path:
@@ -163,83 +166,147 @@ def run_study(config: str | Path, overrides: dict[str, Any] | None = None, profi
 
 
 def write_summary(study: StudySettings, paths: StudyPaths) -> dict[str, Any]:
-    """``indomain.json`` / ``.md`` / ``_curves.png`` from the finished runs and their scores."""
+    """``indomain.json`` / ``.md`` / ``_curves.png`` from the finished runs and their scores, plus
+    the pairs of ``paths.earlier`` (a committed summary) that were not run here: run folders stay
+    out of git, so a study spread over sessions is summarised from both."""
     results = Path(paths.results)
-    table: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
+    cells = _earlier_cells(paths.earlier, study)
     for corpus in study.corpora:
-        entry: dict[str, Any] = {"train_minutes": {}, "words_per_s": {}, "precision": {}, "recall": {}}
         for system in study.systems:
             score_file = results / "indomain" / f"{corpus}__{system}.json"
             run = Path(paths.training) / corpus / system
-            if not score_file.is_file() or not (run / SUMMARY_FILE).is_file():
+            if score_file.is_file() and (run / SUMMARY_FILE).is_file():
+                row = json.loads(score_file.read_text(encoding="utf8"))
+                cells[corpus, system] = _cell(system, row, RunSummary.read(run / SUMMARY_FILE))
+    table: dict[str, Any] = {}
+    for corpus in study.corpora:
+        entry: dict[str, Any] = {key: {} for key in CELL_FIELDS}
+        for system in study.systems:
+            cell = cells.get((corpus, system))
+            if cell is None:
                 continue
-            row = json.loads(score_file.read_text(encoding="utf8"))
-            summary = RunSummary.read(run / SUMMARY_FILE)
-            entry[system] = round(row["exact"]["f"], 2)
-            entry["precision"][system] = round(row["exact"]["p"], 2)
-            entry["recall"][system] = round(row["exact"]["r"], 2)
-            entry["train_minutes"][system] = round(summary.wall_s / 60, 1)
-            entry["words_per_s"][system] = round(row["words_per_s"], 0) if row.get("words_per_s") else None
-            entry["cpu"] = summary.cpu
-            rows.append({"corpus": corpus, "system": system, "row": row, "summary": summary})
+            entry[system] = cell["f"]
+            for key in CELL_FIELDS:
+                entry[key][system] = cell[key]
+            entry["cpu"] = cell["cpus"]
         table[corpus] = entry
     results.mkdir(parents=True, exist_ok=True)
     (results / "indomain.json").write_text(json.dumps(table, indent=2), encoding="utf8")
-    (results / "indomain.md").write_text(render_markdown(table, rows, study), encoding="utf8")
-    render_curves(rows, study, results / "indomain_curves.png")
+    (results / "indomain.md").write_text(render_markdown(cells, study), encoding="utf8")
+    render_curves(cells, study, results / "indomain_curves.png")
     return table
 
 
-def render_markdown(table: dict[str, Any], rows: list[dict[str, Any]], study: StudySettings) -> str:
+# per-system fields of a corpus's entry in indomain.json (besides the F1 under the system's name)
+CELL_FIELDS = ("precision", "recall", "train_minutes", "wall_minutes", "steps", "epochs", "ended_by",
+               "threads", "words_per_s", "cpus", "curve")  # fmt: skip
+
+
+def _cell(system: str, row: dict[str, Any], summary: RunSummary) -> dict[str, Any]:
+    """One (corpus, system) result: test scores, what the training cost, and its learning curve.
+    ``train_minutes`` is the budget clock (steps and dev evaluations); ``wall_minutes`` adds the
+    student's test scoring for its curve and its threshold sweep."""
+    d = summary.details
+    curve = _curve(system, row, summary)
+    return {
+        "f": round(row["exact"]["f"], 2), "precision": round(row["exact"]["p"], 2),
+        "recall": round(row["exact"]["r"], 2),
+        "train_minutes": round(d.get("budget_clock_s", summary.wall_s) / 60, 1),
+        "wall_minutes": round(summary.wall_s / 60, 1), "steps": summary.steps,
+        "epochs": round(d["epochs"], 2) if d.get("epochs") is not None else None,
+        "ended_by": d.get("ended_by"), "threads": d.get("threads"),
+        "words_per_s": round(row["words_per_s"], 0) if row.get("words_per_s") else None, "cpus": summary.cpu,
+        "curve": [_point(p) for p in curve],
+    }  # fmt: skip
+
+
+def _point(p: dict[str, Any]) -> dict[str, float]:
+    """A learning-curve point: training minutes, dev (and test) F1 in 0-1."""
+    return {
+        "minutes": round(p["elapsed_s"] / 60, 2),
+        **{k: round(p[k], 4) for k in ("dev_f", "test_f") if p.get(k) is not None},
+    }
+
+
+def _earlier_cells(path: str, study: StudySettings) -> dict[tuple[str, str], dict[str, Any]]:
+    """The (corpus, system) results of an earlier ``indomain.json`` ("" = none)."""
+    if not path:
+        return {}
+    require(Path(path).is_file(), f"[paths] earlier: no summary at {path}")
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"[paths] earlier: {path} is not JSON ({err})") from err
+    cells = {}
+    for corpus, entry in table.items():
+        for system in study.systems:
+            if isinstance(entry, dict) and system in entry:
+                cell = {key: entry.get(key, {}).get(system) for key in CELL_FIELDS}
+                cell["cpus"] = cell["cpus"] or entry.get("cpu")
+                cell["curve"] = cell["curve"] or []
+                cells[corpus, system] = {"f": entry[system], **cell}
+    return cells
+
+
+def _minutes(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def render_markdown(cells: dict[tuple[str, str], dict[str, Any]], study: StudySettings) -> str:
     lines = [
         "# In-domain: the KoGNER student beside spaCy's own `ner`",
         "",
         "Exact-span micro F1 (%) on the **full test split** of each corpus; each system trained on the",
         "corpus's train split with model selection on its full dev split, under the same wall-time cap",
-        f"({study.max_minutes:g} min, {study.threads} thread(s)); inference words/s measured while scoring",
-        "the test split.",
+        f"({study.max_minutes:g} min; threads per run in the table); inference words/s measured while",
+        "scoring the test split. \"train min\" is the budget clock (training steps and dev evaluations);",
+        "\"wall min\" adds the student's test scoring for its learning curve and its threshold sweep.",
         "",
-        "| corpus | system | P | R | F1 | train min | steps | ended by | words/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| corpus | system | P | R | F1 | train min | wall min | steps | epochs | ended by | threads | words/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    for r in rows:
-        ex, summary = r["row"]["exact"], r["summary"]
-        wps = r["row"].get("words_per_s")
-        ended = summary.details.get("ended_by", "")
-        lines.append(
-            f"| {r['corpus']} | {SYSTEM_NAMES[r['system']]} | {ex['p']:.1f} | {ex['r']:.1f} | **{ex['f']:.1f}** "
-            f"| {summary.wall_s / 60:.1f} | {summary.steps} | {ended} | {wps:,.0f} |"
-            if wps
-            else f"| {r['corpus']} | {SYSTEM_NAMES[r['system']]} | {ex['p']:.1f} | {ex['r']:.1f} | **{ex['f']:.1f}** "
-            f"| {summary.wall_s / 60:.1f} | {summary.steps} | {ended} | – |"
-        )
-    cpus = sorted({r["summary"].cpu for r in rows})
+    for corpus in study.corpora:
+        for system in study.systems:
+            c = cells.get((corpus, system))
+            if c is None:
+                continue
+            cols = [
+                corpus, SYSTEM_NAMES[system], f"{c['precision']:.1f}", f"{c['recall']:.1f}", f"**{c['f']:.1f}**",
+                _minutes(c["train_minutes"]), _minutes(c["wall_minutes"]), _text(c["steps"]), _text(c["epochs"]),
+                _text(c["ended_by"]), _text(c["threads"]),
+                f"{c['words_per_s']:,.0f}" if c["words_per_s"] else "–",
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cols) + " |")
+    cpus = sorted({c["cpus"] for c in cells.values() if c["cpus"]})
     lines += ["", f"CPU: {', '.join(cpus) or 'unknown'}."]
-    done = {(r["corpus"], r["system"]) for r in rows}
-    missing = [f"{c} / {SYSTEM_NAMES[s]}" for c in study.corpora for s in study.systems if (c, s) not in done]
+    missing = [f"{c} / {SYSTEM_NAMES[s]}" for c in study.corpora for s in study.systems if (c, s) not in cells]
     if missing:  # a table never hides the runs it lacks
         lines += ["", f"Not run (no finished run summary and test score): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
 
 
-def render_curves(rows: list[dict[str, Any]], study: StudySettings, png: Path) -> None:
+def _text(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
+def render_curves(cells: dict[tuple[str, str], dict[str, Any]], study: StudySettings, png: Path) -> None:
     """Dev (and the student's test) F1 against training minutes, one panel per corpus."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    corpora = [c for c in study.corpora if any(r["corpus"] == c for r in rows)]
+    corpora = [c for c in study.corpora if any(cells.get((c, s), {}).get("curve") for s in study.systems)]
     if not corpora:
         return
     fig, axes = plt.subplots(1, len(corpora), figsize=(4.2 * len(corpora), 3.6), squeeze=False)
     for ax, corpus in zip(axes[0], corpora, strict=True):
-        for r in (r for r in rows if r["corpus"] == corpus):
+        for system in study.systems:
+            curve = cells.get((corpus, system), {}).get("curve") or []
             for key, style in (("dev_f", "-"), ("test_f", ":")):
-                pts = [(p["elapsed_s"] / 60, 100 * p[key]) for p in _curve(r) if p.get(key) is not None]
+                pts = [(p["minutes"], 100 * p[key]) for p in curve if p.get(key) is not None]
                 if pts:
-                    label = f"{SYSTEM_NAMES[r['system']]} ({key[:-2]})"
+                    label = f"{SYSTEM_NAMES[system]} ({key[:-2]})"
                     ax.plot(*zip(*pts, strict=True), style, marker="o", markersize=2, label=label)
         ax.set_title(corpus)
         ax.set_xlabel("training minutes")
@@ -250,10 +317,9 @@ def render_curves(rows: list[dict[str, Any]], study: StudySettings, png: Path) -
     plt.close(fig)
 
 
-def _curve(r: dict[str, Any]) -> list[dict[str, Any]]:
+def _curve(system: str, row: dict[str, Any], summary: RunSummary) -> list[dict[str, Any]]:
     """Curve points of a run: the student's ``curves.json`` or a baseline's logged evaluations."""
-    summary: RunSummary = r["summary"]
-    if r["system"] == "kogner":
-        path = Path(r["row"]["pipeline"]).parent / "curves.json"
+    if system == "kogner":
+        path = Path(row["pipeline"]).parent / "curves.json"
         return json.loads(path.read_text(encoding="utf8")) if path.is_file() else []
     return summary.details.get("curve", [])

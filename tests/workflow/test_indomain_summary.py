@@ -1,0 +1,89 @@
+"""The in-domain study's summary: finished runs merged with an earlier committed summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spacy_kogner.config import ConfigError
+from spacy_kogner.run_summary import RunSummary
+from spacy_kogner.workflow.indomain import run_study
+
+EARLIER = {  # the shape committed before runs logged steps, epochs and curves into the summary
+    "NCBI-disease": {
+        "train_minutes": {"kogner": 46.1, "spacy_cnn": 30.5}, "words_per_s": {"kogner": 1013.0, "spacy_cnn": 11396.0},
+        "precision": {"kogner": 86.96, "spacy_cnn": 82.68}, "recall": {"kogner": 79.9, "spacy_cnn": 75.1},
+        "kogner": 83.28, "spacy_cnn": 78.71, "cpu": "Old CPU",
+    },
+    "BC2GM": {
+        "train_minutes": {"kogner": 53.9}, "words_per_s": {"kogner": 815.0}, "precision": {"kogner": 75.4},
+        "recall": {"kogner": 69.14}, "kogner": 72.13, "cpu": "Old CPU",
+    },
+}  # fmt: skip
+
+
+def _finished_student(tmp_path: Path, corpus: str, f: float) -> None:
+    """What a finished student run leaves: its run summary, curve and the harness's score row."""
+    run = tmp_path / "training" / corpus / "kogner"
+    (run / "model-best").mkdir(parents=True)
+    details = {"budget_clock_s": 2700.0, "epochs": 3.5, "ended_by": "schedule", "threads": 2}
+    RunSummary(system="kogner", steps=1400, seed=1, wall_s=3300.0, cpu="New CPU", details=details).write(run)
+    curve = [
+        {"step": 200, "elapsed_s": 300.0, "dev_f": 0.61, "test_f": 0.6},
+        {"step": 1400, "elapsed_s": 2700.0, "dev_f": 0.75},
+    ]
+    (run / "curves.json").write_text(json.dumps(curve), encoding="utf8")
+    score = {"exact": {"p": f + 1, "r": f - 1, "f": f}, "words_per_s": 2000.0, "pipeline": str(run / "model-best")}
+    (tmp_path / "results" / "indomain").mkdir(parents=True)
+    (tmp_path / "results" / "indomain" / f"{corpus}__kogner.json").write_text(json.dumps(score), encoding="utf8")
+
+
+def _overrides(tmp_path: Path, earlier: str) -> dict:
+    return {
+        "study.corpora": ["NCBI-disease", "BC2GM"],
+        "paths.training": str(tmp_path / "training"),
+        "paths.results": str(tmp_path / "results"),
+        "paths.earlier": earlier,
+    }
+
+
+def test_a_fresh_run_replaces_its_earlier_result_and_the_others_are_kept(tmp_path):
+    _finished_student(tmp_path, "BC2GM", 74.5)
+    (tmp_path / "earlier.json").write_text(json.dumps(EARLIER), encoding="utf8")
+    table = run_study("configs/indomain.cfg", _overrides(tmp_path, str(tmp_path / "earlier.json")), summary_only=True)
+    assert table["BC2GM"]["kogner"] == 74.5 and table["BC2GM"]["steps"]["kogner"] == 1400
+    assert table["BC2GM"]["train_minutes"]["kogner"] == 45.0  # the budget clock, not the 55-min wall
+    assert table["BC2GM"]["wall_minutes"]["kogner"] == 55.0
+    assert table["BC2GM"]["curve"]["kogner"][0] == {"minutes": 5.0, "dev_f": 0.61, "test_f": 0.6}
+    assert table["NCBI-disease"]["kogner"] == 83.28 and table["NCBI-disease"]["spacy_cnn"] == 78.71
+    assert table["NCBI-disease"]["cpus"]["spacy_cnn"] == "Old CPU" and table["NCBI-disease"]["steps"]["kogner"] is None
+    md = (tmp_path / "results" / "indomain.md").read_text(encoding="utf8")
+    assert "| BC2GM | KoGNER student | 75.5 | 73.5 | **74.5** | 45.0 | 55.0 | 1400 | 3.5 | schedule | 2 | 2,000 |" in md
+    assert "| NCBI-disease | spaCy CNN ner | 82.7 | 75.1 | **78.7** | 30.5 | – |" in md
+    assert "CPU: New CPU, Old CPU." in md
+    assert (
+        "Not run (no finished run summary and test score): NCBI-disease / spaCy trf+ner (MiniLM), BC2GM / spaCy CNN ner"
+        in md
+    )
+    assert (tmp_path / "results" / "indomain_curves.png").is_file()
+    # the merged summary is itself a valid earlier summary: merging it again changes nothing
+    again = run_study("configs/indomain.cfg", _overrides(tmp_path, str(tmp_path / "results" / "indomain.json")),
+                      summary_only=True)  # fmt: skip
+    assert again == table
+
+
+def test_without_an_earlier_summary_only_finished_runs_count(tmp_path):
+    _finished_student(tmp_path, "BC2GM", 74.5)
+    table = run_study("configs/indomain.cfg", _overrides(tmp_path, ""), summary_only=True)
+    assert "kogner" not in table["NCBI-disease"] and table["BC2GM"]["kogner"] == 74.5
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "no summary at"), ("{not json", "is not JSON")])
+def test_a_missing_or_corrupt_earlier_summary_is_refused(tmp_path, content, message):
+    path = tmp_path / "earlier.json"
+    if content is not None:
+        path.write_text(content, encoding="utf8")
+    with pytest.raises(ConfigError, match=message):
+        run_study("configs/indomain.cfg", _overrides(tmp_path, str(path)), summary_only=True)

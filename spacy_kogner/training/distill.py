@@ -134,6 +134,7 @@ class TrainingSettings:
     checkpoint_every: int
     eval_threshold: float
     eval_batch_size: int
+    eval_docs_per_call: int
     tune_threshold: list[float]
     max_train_sentences: int
     train_fraction: float
@@ -153,6 +154,7 @@ class TrainingSettings:
         require(self.steps >= 1 and self.batch_size >= 1, "training.steps and training.batch_size must be >= 1")
         require(self.scheduler in SCHEDULERS, f"training.scheduler must be one of {SCHEDULERS}")
         require(self.eval_every >= 1 and self.checkpoint_every >= 1, "eval_every and checkpoint_every must be >= 1")
+        require(self.eval_batch_size >= 1 and self.eval_docs_per_call >= 1, "eval batch sizes must be >= 1")
         require(self.evals_per_epoch >= 0, "training.evals_per_epoch must be >= 0")
         require(self.epochs >= 0 and self.max_minutes >= 0 and self.patience >= 0, "epochs, max_minutes, patience >= 0")
         require(self.precision in PRECISIONS, f"training.precision must be one of {PRECISIONS}")
@@ -555,7 +557,7 @@ class Distiller:
             nlp = self.pipeline(sorted({lbl for i in idx for lbl in records[i].labels}), threshold)
             nlp.get_pipe("kogner").configure(flat=False, multi_label=True)
             docs = [Doc(nlp.vocab, words=records[i].tokens) for i in idx]
-            for i, doc in zip(idx, nlp.pipe(docs, batch_size=self.t.eval_batch_size), strict=True):
+            for i, doc in zip(idx, nlp.pipe(docs, batch_size=self.t.eval_docs_per_call), strict=True):
                 group = doc.spans["kogner"]
                 out[i] = {(s.start, s.end, s.label_): sc for s, sc in zip(group, group.attrs["scores"], strict=True)}
         return out

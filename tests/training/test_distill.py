@@ -48,6 +48,7 @@ def test_frozen_teacher_head_does_not_train():
         ({"training.b": 0.2, "paths.teacher": ""}, "needs paths.teacher"),
         ({"training.b": 0.2, "paths.teacher": "/no/such/store"}, "not found"),
         ({"training.no_such_key": 1}, "Unknown config key"),
+        ({"training.eval_docs_per_call": 0}, "eval batch sizes"),
     ],
 )
 def test_config_errors_are_clear(tmp_path, override, message):

@@ -676,7 +676,8 @@ class Distiller:
                 if done % self.checkpoint_every == 0 or done == stop or schedule_done or out_of_time or patience_out:
                     self.save_checkpoint(done, best, best_step, clock(), stale)
                 if out_of_time or patience_out or schedule_done:
-                    ended = "max_minutes" if out_of_time else "patience" if patience_out else "schedule"
+                    # a schedule fitted to the budget ends with it: the schedule's end is the designed one
+                    ended = "schedule" if schedule_done else "max_minutes" if out_of_time else "patience"
                     break
         self.batches.close()
         budget_clock = clock()

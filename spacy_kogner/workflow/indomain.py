@@ -237,11 +237,13 @@ def _earlier_cells(path: str, study: StudySettings) -> dict[tuple[str, str], dic
         table = json.loads(Path(path).read_text(encoding="utf8"))
     except json.JSONDecodeError as err:
         raise ConfigError(f"[paths] earlier: {path} is not JSON ({err})") from err
+    require(isinstance(table, dict), f"[paths] earlier: {path} is not an indomain.json ({{corpus: {{...}}}})")
     cells = {}
     for corpus, entry in table.items():
         for system in study.systems:
             if isinstance(entry, dict) and system in entry:
-                cell = {key: entry.get(key, {}).get(system) for key in CELL_FIELDS}
+                fields = {key: entry.get(key) if isinstance(entry.get(key), dict) else {} for key in CELL_FIELDS}
+                cell = {key: fields[key].get(system) for key in CELL_FIELDS}
                 cell["cpus"] = cell["cpus"] or entry.get("cpu")
                 cell["curve"] = cell["curve"] or []
                 cells[corpus, system] = {"f": entry[system], **cell}

@@ -37,14 +37,19 @@ def test_the_horizon_follows_the_budget_within_the_planned_length():
 
 
 def test_a_capped_run_ends_its_schedule_with_the_budget(tmp_path):
-    """With fit_to_budget the run anneals to a zero rate and ends by its schedule inside the cap;
-    without it, the same cap stops the run mid-schedule at a high rate."""
+    """With fit_to_budget the run anneals and ends near the cap (by its schedule, or by the cap a
+    few steps before the schedule's end when the pace slowed after the last estimate); without it,
+    the same cap stops the run mid-schedule at its peak rate."""
     extra = {"training.steps": 400, "training.eval_every": 4, "training.warmup_ratio": 0.0}
     fitted = distill(CFG, tmp_path / "fit", overrides(tmp_path, **extra, **{"training.max_minutes": 0.15}))
     d = fitted["details"]
-    assert d["ended_by"] == "schedule" and fitted["steps"] == d["schedule_horizon"] < 400
+    assert d["schedule_horizon"] < 400 and fitted["steps"] <= d["schedule_horizon"]
     log = [json.loads(x) for x in (tmp_path / "fit" / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["lr"] == 0.0 and "horizon" in log[3]
+    assert "horizon" in log[3]
+    if d["ended_by"] == "schedule":
+        assert fitted["steps"] == d["schedule_horizon"] and log[-1]["lr"] == 0.0
+    else:
+        assert d["ended_by"] == "max_minutes" and log[-1]["lr"] < 0.3 * 1e-4  # annealed most of the way
     assert d["budget_clock_s"] <= 0.15 * 60 * 1.5
     plain = {**extra, "training.max_minutes": 0.05, "training.fit_to_budget": False}
     capped = distill(CFG, tmp_path / "cap", overrides(tmp_path, **plain))

@@ -80,7 +80,10 @@ def test_without_an_earlier_summary_only_finished_runs_count(tmp_path):
     assert "kogner" not in table["NCBI-disease"] and table["BC2GM"]["kogner"] == 74.5
 
 
-@pytest.mark.parametrize(("content", "message"), [(None, "no summary at"), ("{not json", "is not JSON")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no summary at"), ("{not json", "is not JSON"), ("[1, 2]", "is not an indomain.json")],
+)
 def test_a_missing_or_corrupt_earlier_summary_is_refused(tmp_path, content, message):
     path = tmp_path / "earlier.json"
     if content is not None:

@@ -250,10 +250,6 @@ def _earlier_cells(path: str, study: StudySettings) -> dict[tuple[str, str], dic
     return cells
 
 
-def _minutes(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
 def render_markdown(cells: dict[tuple[str, str], dict[str, Any]], study: StudySettings) -> str:
     lines = [
         "# In-domain: the KoGNER student beside spaCy's own `ner`",
@@ -274,9 +270,8 @@ def render_markdown(cells: dict[tuple[str, str], dict[str, Any]], study: StudySe
                 continue
             cols = [
                 corpus, SYSTEM_NAMES[system], f"{c['precision']:.1f}", f"{c['recall']:.1f}", f"**{c['f']:.1f}**",
-                _minutes(c["train_minutes"]), _minutes(c["wall_minutes"]), _text(c["steps"]), _text(c["epochs"]),
-                _text(c["ended_by"]), _text(c["threads"]),
-                f"{c['words_per_s']:,.0f}" if c["words_per_s"] else "–",
+                _text(c["train_minutes"], ".1f"), _text(c["wall_minutes"], ".1f"), _text(c["steps"]),
+                _text(c["epochs"]), _text(c["ended_by"]), _text(c["threads"]), _text(c["words_per_s"] or None, ",.0f"),
             ]  # fmt: skip
             lines.append("| " + " | ".join(cols) + " |")
     cpus = sorted({c["cpus"] for c in cells.values() if c["cpus"]})
@@ -287,8 +282,9 @@ def render_markdown(cells: dict[tuple[str, str], dict[str, Any]], study: StudySe
     return "\n".join(lines) + "\n"
 
 
-def _text(value: Any) -> str:
-    return "–" if value is None else str(value)
+def _text(value: Any, spec: str = "") -> str:
+    """A table cell: the value in ``spec``'s format, "–" where the run did not record it."""
+    return "–" if value is None else format(value, spec)
 
 
 def render_curves(cells: dict[tuple[str, str], dict[str, Any]], study: StudySettings, png: Path) -> None:

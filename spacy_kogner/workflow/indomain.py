@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_config, read_section, require
+from ..config import load_config, read_section, require
 from ..run_summary import SUMMARY_FILE, RunSummary
+from .earlier import read_earlier
 
 SYSTEMS = ("kogner", "spacy_cnn", "spacy_trf")
 SYSTEM_NAMES = {"kogner": "KoGNER student", "spacy_cnn": "spaCy CNN ner", "spacy_trf": "spaCy trf+ner (MiniLM)"}
@@ -230,14 +231,7 @@ def _point(p: dict[str, Any]) -> dict[str, float]:
 
 def _earlier_cells(path: str, study: StudySettings) -> dict[tuple[str, str], dict[str, Any]]:
     """The (corpus, system) results of an earlier ``indomain.json`` ("" = none)."""
-    if not path:
-        return {}
-    require(Path(path).is_file(), f"[paths] earlier: no summary at {path}")
-    try:
-        table = json.loads(Path(path).read_text(encoding="utf8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"[paths] earlier: {path} is not JSON ({err})") from err
-    require(isinstance(table, dict), f"[paths] earlier: {path} is not an indomain.json ({{corpus: {{...}}}})")
+    table = read_earlier(path, "an indomain.json ({corpus: {...}})")
     cells = {}
     for corpus, entry in table.items():
         for system in study.systems:

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..config import load_config, read_section, require
 from ..run_summary import SUMMARY_FILE, RunSummary
+from .earlier import read_earlier
 
 POOLED = "pooled"
 
@@ -75,6 +76,9 @@ class PooledStudyPaths:
     results: str
     teacher: str
     labels: str
+    # an earlier pooled.json (e.g. docs/results/pooled.json): its runs that have no finished run here
+    # are kept in the summary ("" = none)
+    earlier: str = ""
 
 
 def runs_of(study: PooledStudySettings) -> list[str]:
@@ -228,19 +232,28 @@ def measure_speed(study: PooledStudySettings, paths: PooledStudyPaths) -> dict[s
 
 
 def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths) -> dict[str, Any]:
-    """``pooled.json`` (the committed shape: indomain / loco / heldout_labels, percent) and ``.md``."""
-    summary: dict[str, Any] = {
-        "indomain": {}, "single": {}, "loco": {}, "loco_per_label": {}, "heldout_labels": {}, "runs": {}
-    }  # fmt: skip
+    """``pooled.json`` (the committed shape: indomain / loco / heldout_labels, percent) and ``.md``.
+
+    With ``paths.earlier`` the runs of that summary that have no finished run here are kept, each
+    marked ``"earlier": true`` in ``runs`` (run folders stay out of git, so a study spread over
+    sessions is summarised from both); a run finished here replaces all its earlier entries."""
+    earlier = read_earlier(paths.earlier, "a pooled.json ({indomain, loco, runs, ...})", ("indomain", "loco", "runs"))
+    summary: dict[str, Any] = {key: dict(earlier.get(key, {})) for key in SUMMARY_TABLES}
+    for name in summary["runs"]:
+        summary["runs"][name] = {**summary["runs"][name], "earlier": True}
     results = Path(paths.results)
     for name in runs_of(study):
         run = run_dir(name, paths)
         if not (run / SUMMARY_FILE).is_file():
             continue
+        _forget(summary, name)
         rs = RunSummary.read(run / SUMMARY_FILE)
+        d = rs.details
         summary["runs"][name] = {
-            "steps": rs.steps, "train_minutes": round(rs.wall_s / 60, 1), "cpu": rs.cpu,
-            "train_sentences": rs.train_sentences, "best_dev_f": rs.best_dev_f,
+            "steps": rs.steps, "train_minutes": round(d.get("budget_clock_s", rs.wall_s) / 60, 1),
+            "wall_minutes": round(rs.wall_s / 60, 1), "epochs": d.get("epochs"), "ended_by": d.get("ended_by"),
+            "threads": d.get("threads"), "cpu": rs.cpu, "train_sentences": rs.train_sentences,
+            "best_dev_f": rs.best_dev_f,
         }  # fmt: skip
         for corpus in _tests_of(name, cfg):
             score = results / "pooled" / f"{name.replace('/', '__')}__{corpus}.json"
@@ -249,9 +262,6 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
             row = json.loads(score.read_text(encoding="utf8"))
             if name == POOLED:
                 summary["indomain"][corpus] = round(row["exact"]["f"], 2)
-                single = _single_score(corpus, study, paths)
-                if single is not None:
-                    summary["single"][corpus] = single
             else:
                 summary["loco"][corpus] = round(row["exact"]["f"], 2)
                 per_label = {lbl: round(scores["f"], 2) for lbl, scores in row["exact"]["per_label"].items()}
@@ -259,12 +269,18 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
                 summary["heldout_labels"].update(
                     {f"{lbl} ({corpus})": f for lbl, f in heldout_label_scores(name, per_label, paths).items()}
                 )
+    for corpus in summary["indomain"]:
+        single = _single_score(corpus, study, paths)
+        if single is not None:
+            summary["single"][corpus] = single
     speed_file = results / "pooled" / "speed.json"
     if (run_dir(POOLED, paths) / "model-best").is_dir():
         if not speed_file.is_file():
             speed_file.parent.mkdir(parents=True, exist_ok=True)
             speed_file.write_text(json.dumps(measure_speed(study, paths), indent=2), encoding="utf8")
         summary["speed"] = json.loads(speed_file.read_text(encoding="utf8"))
+    elif "speed" in earlier:
+        summary["speed"] = earlier["speed"]
     summary["paper_table2"] = dict(study.paper_table2)
     summary["not_run"] = [name for name in runs_of(study) if name not in summary["runs"]]
     results.mkdir(parents=True, exist_ok=True)
@@ -273,8 +289,27 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
     return summary
 
 
+# the per-run tables of pooled.json (besides speed, paper_table2 and not_run)
+SUMMARY_TABLES = ("indomain", "single", "loco", "loco_per_label", "heldout_labels", "runs")
+
+
+def _forget(summary: dict[str, Any], name: str) -> None:
+    """Drop the earlier entries of run ``name`` (a run finished here replaces them all)."""
+    summary["runs"].pop(name, None)
+    if name == POOLED:  # the single-corpus scores are the in-domain study's: re-read, not dropped
+        summary["indomain"].clear()
+        return
+    corpus = name.split("/", 1)[1]
+    summary["loco"].pop(corpus, None)
+    summary["loco_per_label"].pop(corpus, None)
+    for key in [k for k in summary["heldout_labels"] if k.endswith(f" ({corpus})")]:
+        del summary["heldout_labels"][key]
+
+
 def _single_score(corpus: str, study: PooledStudySettings, paths: PooledStudyPaths) -> float | None:
-    """The single-corpus student's full-test F1 (its run's test.json, or the in-domain study row)."""
+    """The single-corpus student's full-test F1: the in-domain study's score row, its run's
+    test.json, or the in-domain study's summary (``indomain.json`` beside ``pooled.json``, which
+    keeps the students of earlier sessions)."""
     run = Path(study.single_runs.format(corpus=corpus))
     for path in (Path(paths.results) / "indomain" / f"{corpus}__kogner.json", run / "test.json"):
         if path.is_file():
@@ -282,6 +317,11 @@ def _single_score(corpus: str, study: PooledStudySettings, paths: PooledStudyPat
             f = row.get("exact", {}).get("f", row.get("f"))
             if f is not None:
                 return round(float(f), 2)
+    table = Path(paths.results) / "indomain.json"
+    if table.is_file():
+        entry = json.loads(table.read_text(encoding="utf8")).get(corpus)
+        if isinstance(entry, dict) and isinstance(entry.get("kogner"), (int, float)):
+            return round(float(entry["kogner"]), 2)
     return None
 
 
@@ -327,12 +367,19 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Runs",
         "",
-        "| run | steps | train min | train sentences | best dev F1 | CPU |",
-        "|---|---|---|---|---|---|",
+        '"train min" is the budget clock (steps and dev evaluations); runs marked *earlier* come from the',
+        "committed summary of an earlier session (their folders are not on this machine).",
+        "",
+        "| run | steps | epochs | ended by | train min | threads | train sentences | best dev F1 | CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["runs"].items():
         dev = f"{100 * r['best_dev_f']:.2f}" if r.get("best_dev_f") is not None else "–"
-        lines.append(f"| {name} | {r['steps']} | {r['train_minutes']} | {r['train_sentences']} | {dev} | {r['cpu']} |")
+        epochs = f"{r['epochs']:.2f}" if r.get("epochs") is not None else "–"
+        label = f"{name} (*earlier*)" if r.get("earlier") else name
+        cells = [label, r["steps"], epochs, r.get("ended_by") or "–", r["train_minutes"], r.get("threads") or "–",
+                 r["train_sentences"], dev, r["cpu"]]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if summary.get("not_run"):  # a table never hides the runs it lacks
         lines += ["", f"Not run (no finished run summary): {', '.join(summary['not_run'])}."]
     return "\n".join(lines) + "\n"

@@ -125,3 +125,74 @@ def test_a_leave_one_out_run_is_built_trained_and_scored_on_the_held_out_corpus(
     assert row["test_corpus"] == "B" and row["labels"] == ["Chemical"] and row["n_gold"] == 3
     summary = run_study("configs/pooled.cfg", overrides, summary_only=True)
     assert set(summary["loco"]) == {"B"} and summary["heldout_labels"] == {}  # "chemical" was silver-trained
+
+
+EARLIER = {  # a committed summary of an earlier session (before runs logged epochs and how they ended)
+    "indomain": {"NCBI-disease": 70.99, "JNLPBA": 64.86},
+    "single": {"NCBI-disease": 83.28, "JNLPBA": 69.77},
+    "loco": {"JNLPBA": 21.85, "NCBI-disease": 25.53},
+    "loco_per_label": {"JNLPBA": {"protein": 32.97, "DNA": 0.0}, "NCBI-disease": {"Disease": 25.53}},
+    "heldout_labels": {"DNA (JNLPBA)": 0.0, "protein (JNLPBA)": 32.97},
+    "runs": {
+        name: {"steps": 400, "train_minutes": 25.0, "cpu": "Old CPU", "train_sentences": 9, "best_dev_f": 0.5}
+        for name in ("pooled", "loco/JNLPBA", "loco/NCBI-disease")
+    },
+    "speed": {"corpus": "NCBI-disease", "sentences": 500, "threads": 2, "1": 72.2},
+}
+
+
+def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kept(tmp_path: Path) -> None:
+    paths = {k: str(tmp_path / k) for k in ("corpora", "training", "results")}
+    (tmp_path / "earlier.json").write_text(json.dumps(EARLIER), encoding="utf8")
+    overrides = {
+        "pooled.corpora": ["NCBI-disease", "JNLPBA"],
+        "study.heldout": ["NCBI-disease", "JNLPBA"],
+        "study.single_runs": str(tmp_path / "single/{corpus}"),
+        "paths.earlier": str(tmp_path / "earlier.json"),
+        **{f"paths.{k}": v for k, v in paths.items()},
+    }
+    run = Path(paths["training"]) / "loco/JNLPBA"
+    run.mkdir(parents=True)
+    details = {"budget_clock_s": 1440.0, "epochs": 0.9, "ended_by": "schedule", "threads": 2}
+    RunSummary(system="kogner", steps=700, seed=1, wall_s=1500, best_dev_f=0.6, train_sentences=7,
+               cpu="New CPU", details=details).write(run)  # fmt: skip
+    results = Path(paths["results"])
+    (results / "pooled").mkdir(parents=True)
+    (results / "pooled" / "loco__JNLPBA__JNLPBA.json").write_text(json.dumps(_row({"protein": 50.0, "RNA": 10.0})))
+    (Path(paths["corpora"]) / "loco/JNLPBA").mkdir(parents=True)
+    (Path(paths["corpora"]) / "loco/JNLPBA/stats.json").write_text(json.dumps({"label_sets": {"x": ["protein"]}}))
+    # the in-domain study's summary beside it has a newer NCBI-disease student than the earlier file
+    (results / "indomain.json").write_text(json.dumps({"NCBI-disease": {"kogner": 84.42}}))
+
+    summary = run_study("configs/pooled.cfg", overrides, summary_only=True)
+    assert summary["loco"] == {"JNLPBA": 30.0, "NCBI-disease": 25.53}
+    assert summary["loco_per_label"]["JNLPBA"] == {"protein": 50.0, "RNA": 10.0}
+    # the earlier held-out scores of JNLPBA are gone (DNA is not in the new row), NCBI-disease had none
+    assert summary["heldout_labels"] == {"RNA (JNLPBA)": 10.0}
+    assert summary["runs"]["loco/JNLPBA"]["steps"] == 700 and "earlier" not in summary["runs"]["loco/JNLPBA"]
+    assert summary["runs"]["loco/JNLPBA"]["train_minutes"] == 24.0 and summary["runs"]["loco/JNLPBA"]["epochs"] == 0.9
+    assert summary["runs"]["pooled"]["earlier"] is True and summary["indomain"] == EARLIER["indomain"]
+    assert summary["single"] == {"NCBI-disease": 84.42, "JNLPBA": 69.77}
+    assert summary["speed"] == EARLIER["speed"] and summary["not_run"] == []
+    md = (results / "pooled.md").read_text(encoding="utf8")
+    assert "| loco/JNLPBA | 700 | 0.90 | schedule | 24.0 | 2 | 7 | 60.00 | New CPU |" in md
+    assert "| pooled (*earlier*) | 400 | – | – | 25.0 | – | 9 | 50.00 | Old CPU |" in md
+    # summarising the summary again changes nothing
+    again = run_study("configs/pooled.cfg", {**overrides, "paths.earlier": str(results / "pooled.json")},
+                      summary_only=True)  # fmt: skip
+    assert {k: again[k] for k in ("indomain", "loco", "heldout_labels")} == {
+        k: summary[k] for k in ("indomain", "loco", "heldout_labels")
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [(None, "no summary at"), ("{not json", "is not JSON"), ('{"indomain": {}}', "is not a pooled.json")],
+)
+def test_a_bad_earlier_summary_is_refused(tmp_path: Path, text: str | None, error: str) -> None:
+    path = tmp_path / "earlier.json"
+    if text is not None:
+        path.write_text(text, encoding="utf8")
+    overrides = {"paths.earlier": str(path), **{f"paths.{k}": str(tmp_path / k) for k in ("training", "results")}}
+    with pytest.raises(ConfigError, match=error):
+        run_study("configs/pooled.cfg", overrides, summary_only=True)

@@ -225,7 +225,10 @@ class KognerComponent(BatchPipe):
         self.scorer = scorer
         self._model: SpanModel | None = None
         self.cfg: dict[str, Any] = {}
-        self.configure(**{k: getattr(settings, k) for k in RUNTIME_KEYS})
+        # as created (the pipeline's config.cfg with the user's load-time overrides merged in):
+        # from_disk tells an override from the folder's own value with it
+        self._created_with = {k: getattr(settings, k) for k in RUNTIME_KEYS}
+        self.configure(**self._created_with)
         if span_model is not None:
             self.model = span_model
 
@@ -425,8 +428,10 @@ class KognerComponent(BatchPipe):
                 raise ModelLoadError(f"{cfg_file} is not valid JSON: {err}") from err
             if not isinstance(cfg, dict):
                 raise ModelLoadError(f"{cfg_file} must hold a JSON object")
+            # a setting overridden in spacy.load(..., config=...) wins over the folder's saved state
+            overridden = _load_overrides(path, self.name, self._created_with)
             try:
-                self.configure(**{k: v for k, v in cfg.items() if k in RUNTIME_KEYS})
+                self.configure(**{k: v for k, v in cfg.items() if k in RUNTIME_KEYS and k not in overridden})
             except KognerConfigError as err:
                 raise ModelLoadError(f"{cfg_file}: {err}") from err
         if "model" not in exclude:
@@ -496,12 +501,9 @@ class KognerComponent(BatchPipe):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _self_granted_trust(path: Path, name: str) -> Path | None:
-    """The pipeline's own ``config.cfg`` (beside the component folder) when it sets
-    ``trust_remote_code`` for this component, else None.
-
-    ``spacy.load`` creates the component from that file (user overrides merged in), so the
-    component cannot tell the user's true from the author's: a true in the file is never enough."""
+def _folder_section(path: Path, name: str) -> dict[str, Any] | None:
+    """This component's block of the pipeline's own ``config.cfg`` (beside the component folder),
+    or None where there is none (``from_bytes``, a bare component folder, an unreadable file)."""
     cfg_path = path.parent / "config.cfg"
     if not cfg_path.is_file():
         return None
@@ -510,8 +512,30 @@ def _self_granted_trust(path: Path, name: str) -> Path | None:
     except Exception:  # noqa: BLE001 - spacy.load cannot have built this component from an unreadable file
         return None
     section = cfg.get("components", {}).get(name)
-    value = section.get("trust_remote_code") if isinstance(section, dict) else None
-    return cfg_path if str(value).strip().lower() in _TRUE_WORDS else None
+    return section if isinstance(section, dict) else None
+
+
+def _self_granted_trust(path: Path, name: str) -> Path | None:
+    """The pipeline's own ``config.cfg`` (beside the component folder) when it sets
+    ``trust_remote_code`` for this component, else None.
+
+    ``spacy.load`` creates the component from that file (user overrides merged in), so the
+    component cannot tell the user's true from the author's: a true in the file is never enough."""
+    section = _folder_section(path, name)
+    value = section.get("trust_remote_code") if section is not None else None
+    return path.parent / "config.cfg" if str(value).strip().lower() in _TRUE_WORDS else None
+
+
+def _load_overrides(path: Path, name: str, created: dict[str, Any]) -> set[str]:
+    """The run-time settings given in ``spacy.load(..., config={...})``: the component was created
+    with a value other than the pipeline's own ``config.cfg`` holds. The folder's ``kogner.json``
+    (its saved state: tuned threshold, labels set after creation) must not undo them, or
+    ``config={"components.kogner.threshold": 0.3}`` would be silently ignored; without a
+    ``config.cfg`` beside the folder the saved state applies as it is."""
+    section = _folder_section(path, name)
+    if section is None:
+        return set()
+    return {key for key in RUNTIME_KEYS if key in section and section[key] != created.get(key)}
 
 
 _TRUE_WORDS = {"true", "1", "yes", "on", "t", "y"}  # what spaCy's config validation reads as true

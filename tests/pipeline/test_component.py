@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import shutil
 
 import pytest
 import spacy
@@ -229,6 +230,27 @@ def test_to_disk_and_bytes_roundtrip(make_nlp, tmp_path):
     other.get_pipe("kogner").from_bytes(nlp.get_pipe("kogner").to_bytes())
     doc = other(TEXT)
     assert spans_of(doc) == spans_of(expected)
+
+
+def test_a_load_time_override_wins_over_the_saved_state(make_nlp, tmp_path):
+    """spacy.load(path, config=...) overrides of run-time settings are applied, not silently
+    replaced by the folder's saved kogner.json; without them the saved state (a tuned threshold,
+    labels set after creation) is what loads."""
+    nlp = make_nlp(threshold=0.1, labels=["Disease"])
+    nlp.get_pipe("kogner").set_labels(["Disease", "Chemical"])  # saved state beyond config.cfg
+    nlp.to_disk(tmp_path / "pipe")
+    plain = spacy.load(tmp_path / "pipe").get_pipe("kogner")
+    assert plain.cfg["threshold"] == 0.1 and plain.labels == ("Disease", "Chemical")
+    loaded = spacy.load(tmp_path / "pipe", config={"components.kogner.threshold": 0.3})
+    pipe = loaded.get_pipe("kogner")
+    assert pipe.cfg["threshold"] == 0.3 and pipe.labels == ("Disease", "Chemical")
+    relabelled = spacy.load(tmp_path / "pipe", config={"components.kogner.labels": ["Gene"]}).get_pipe("kogner")
+    assert relabelled.labels == ("Gene",) and relabelled.cfg["threshold"] == 0.1
+    # a bare component folder (no pipeline config.cfg beside it) loads its saved state
+    shutil.copytree(tmp_path / "pipe" / "kogner", tmp_path / "bare" / "kogner")
+    other = spacy.blank("en").add_pipe("kogner", config={"threshold": 0.9})
+    other.from_disk(tmp_path / "bare" / "kogner")
+    assert other.cfg["threshold"] == 0.1 and other.labels == ("Disease", "Chemical")
 
 
 def test_doc_objects_from_make_doc(make_nlp):

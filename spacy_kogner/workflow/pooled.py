@@ -281,6 +281,11 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
         summary["speed"] = json.loads(speed_file.read_text(encoding="utf8"))
     elif "speed" in earlier:
         summary["speed"] = earlier["speed"]
+    # in the study's order, whichever session each entry comes from
+    corpora, runs = list(cfg["pooled"]["corpora"]), runs_of(study)
+    for key, order in (("indomain", corpora), ("single", corpora), ("loco", study.heldout),
+                       ("loco_per_label", study.heldout), ("runs", runs)):  # fmt: skip
+        summary[key] = _ordered(summary[key], order)
     summary["paper_table2"] = dict(study.paper_table2)
     summary["not_run"] = [name for name in runs_of(study) if name not in summary["runs"]]
     results.mkdir(parents=True, exist_ok=True)
@@ -291,6 +296,11 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
 
 # the per-run tables of pooled.json (besides speed, paper_table2 and not_run)
 SUMMARY_TABLES = ("indomain", "single", "loco", "loco_per_label", "heldout_labels", "runs")
+
+
+def _ordered(table: dict[str, Any], order: list[str]) -> dict[str, Any]:
+    """``table`` with the keys of ``order`` first, in that order, then the rest as they were."""
+    return {**{k: table[k] for k in order if k in table}, **{k: v for k, v in table.items() if k not in order}}
 
 
 def _forget(summary: dict[str, Any], name: str) -> None:

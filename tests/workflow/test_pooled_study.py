@@ -146,7 +146,7 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
     (tmp_path / "earlier.json").write_text(json.dumps(EARLIER), encoding="utf8")
     overrides = {
         "pooled.corpora": ["NCBI-disease", "JNLPBA"],
-        "study.heldout": ["NCBI-disease", "JNLPBA"],
+        "study.heldout": ["JNLPBA", "NCBI-disease"],
         "study.single_runs": str(tmp_path / "single/{corpus}"),
         "paths.earlier": str(tmp_path / "earlier.json"),
         **{f"paths.{k}": v for k, v in paths.items()},
@@ -174,6 +174,9 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
     assert summary["runs"]["pooled"]["earlier"] is True and summary["indomain"] == EARLIER["indomain"]
     assert summary["single"] == {"NCBI-disease": 84.42, "JNLPBA": 69.77}
     assert summary["speed"] == EARLIER["speed"] and summary["not_run"] == []
+    # the study's order (heldout = JNLPBA, NCBI-disease), whichever session an entry comes from
+    assert list(summary["loco"]) == ["JNLPBA", "NCBI-disease"]
+    assert list(summary["runs"]) == ["pooled", "loco/JNLPBA", "loco/NCBI-disease"]
     md = (results / "pooled.md").read_text(encoding="utf8")
     assert "| loco/JNLPBA | 700 | 0.90 | schedule | 24.0 | 2 | 7 | 60.00 | New CPU |" in md
     assert "| pooled (*earlier*) | 400 | – | – | 25.0 | – | 9 | 50.00 | Old CPU |" in md

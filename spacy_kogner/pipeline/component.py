@@ -501,14 +501,14 @@ class KognerComponent(BatchPipe):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _folder_section(path: Path, name: str) -> dict[str, Any] | None:
+def _folder_section(path: Path, name: str, *, interpolate: bool = False) -> dict[str, Any] | None:
     """This component's block of the pipeline's own ``config.cfg`` (beside the component folder),
     or None where there is none (``from_bytes``, a bare component folder, an unreadable file)."""
     cfg_path = path.parent / "config.cfg"
     if not cfg_path.is_file():
         return None
     try:
-        cfg = load_spacy_config(cfg_path, interpolate=False)
+        cfg = load_spacy_config(cfg_path, interpolate=interpolate)
     except Exception:  # noqa: BLE001 - spacy.load cannot have built this component from an unreadable file
         return None
     section = cfg.get("components", {}).get(name)
@@ -531,8 +531,9 @@ def _load_overrides(path: Path, name: str, created: dict[str, Any]) -> set[str]:
     with a value other than the pipeline's own ``config.cfg`` holds. The folder's ``kogner.json``
     (its saved state: tuned threshold, labels set after creation) must not undo them, or
     ``config={"components.kogner.threshold": 0.3}`` would be silently ignored; without a
-    ``config.cfg`` beside the folder the saved state applies as it is."""
-    section = _folder_section(path, name)
+    ``config.cfg`` beside the folder the saved state applies as it is. Compared interpolated, as
+    spaCy created the component (a ``${vars.x}`` value is not an override)."""
+    section = _folder_section(path, name, interpolate=True)
     if section is None:
         return set()
     return {key for key in RUNTIME_KEYS if key in section and section[key] != created.get(key)}

@@ -15,8 +15,8 @@ from ..config import ConfigError, require
 
 def read_earlier(path: str, what: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """The JSON object of an earlier summary at ``path`` ("" = none: ``{}``); ``what`` names the
-    file kind in errors ("an indomain.json"), ``keys`` the entries it must hold as objects. A missing file, a file that
-    is not JSON or one of another shape is a ``ConfigError`` naming the file."""
+    file kind in errors ("an indomain.json"), ``keys`` the entries it must hold as objects. A
+    missing file, a file that is not JSON or one of another shape is a ``ConfigError`` naming it."""
     if not path:
         return {}
     require(Path(path).is_file(), f"[paths] earlier: no summary at {path}")

@@ -267,7 +267,7 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
                 per_label = {lbl: round(scores["f"], 2) for lbl, scores in row["exact"]["per_label"].items()}
                 summary["loco_per_label"][corpus] = per_label
                 summary["heldout_labels"].update(
-                    {f"{lbl} ({corpus})": f for lbl, f in heldout_label_scores(name, per_label, paths).items()}
+                    {_heldout_key(lbl, corpus): f for lbl, f in heldout_label_scores(name, per_label, paths).items()}
                 )
     for corpus in summary["indomain"]:
         single = _single_score(corpus, study, paths)
@@ -303,6 +303,11 @@ def _ordered(table: dict[str, Any], order: list[str]) -> dict[str, Any]:
     return {**{k: table[k] for k in order if k in table}, **{k: v for k, v in table.items() if k not in order}}
 
 
+def _heldout_key(label: str, corpus: str) -> str:
+    """A ``heldout_labels`` key, "DNA (JNLPBA)"; with an empty label, the suffix of a corpus's keys."""
+    return f"{label} ({corpus})"
+
+
 def _forget(summary: dict[str, Any], name: str) -> None:
     """Drop the earlier entries of run ``name`` (a run finished here replaces them all)."""
     summary["runs"].pop(name, None)
@@ -312,7 +317,7 @@ def _forget(summary: dict[str, Any], name: str) -> None:
     corpus = name.split("/", 1)[1]
     summary["loco"].pop(corpus, None)
     summary["loco_per_label"].pop(corpus, None)
-    for key in [k for k in summary["heldout_labels"] if k.endswith(f" ({corpus})")]:
+    for key in [k for k in summary["heldout_labels"] if k.endswith(_heldout_key("", corpus))]:
         del summary["heldout_labels"][key]
 
 

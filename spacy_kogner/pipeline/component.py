@@ -65,8 +65,8 @@ __all__ = ["KognerComponent", "KognerConfigError", "KognerSettings", "LabelSpec"
 
 
 def _setting(default: Any, doc: str, *, runtime: bool = False) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"doc": doc, "runtime": runtime})
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, "runtime": runtime})
     return field(default=default, metadata={"doc": doc, "runtime": runtime})
 
 
@@ -84,6 +84,13 @@ class KognerSettings:
     )
     labels: list[Any] = _setting([], "Output labels: strings, or {'label': .., 'prompt': ..}.", runtime=True)
     threshold: float = _setting(0.5, "Minimum span score in [0, 1].", runtime=True)
+    prompt_thresholds: dict[str, float] = _setting(
+        {},
+        "Calibrated minimum score per prompt (case-insensitive; tuned on dev by training or `calibrate`); "
+        "prompts not listed use threshold. A load-time override sets prompts one by one (spaCy merges dict "
+        "settings); `configure(prompt_thresholds={})` drops them all.",
+        runtime=True,
+    )
     flat: bool = _setting(True, "Greedy non-overlapping spans (highest score first) in the span group.", runtime=True)
     spans_key: str = _setting(DEFAULT_SPANS_KEY, "Span group holding all scored spans.", runtime=True)
     batch_size: int = _setting(
@@ -126,6 +133,20 @@ def _check_type(key: str, value: Any) -> None:
         raise KognerConfigError(f"{key} must be a {kind}, got the boolean {value!r}")
     if not isinstance(value, allowed):
         raise KognerConfigError(f"{key} must be a {kind}, got {type(value).__name__} {value!r}")
+
+
+def _prompt_thresholds(value: Any) -> dict[str, float]:
+    """``{prompt: threshold}`` checked, keys case-folded (a prompt's casing does not change its calibration)."""
+    if not isinstance(value, dict):
+        raise KognerConfigError(f"prompt_thresholds must be a dict {{prompt: threshold}}, got {value!r}")
+    out: dict[str, float] = {}
+    for prompt, cut in value.items():
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise KognerConfigError(f"prompt_thresholds: a prompt must be a non-empty string, got {prompt!r}")
+        if isinstance(cut, bool) or not isinstance(cut, (int, float)) or not 0.0 <= float(cut) <= 1.0:
+            raise KognerConfigError(f"prompt_thresholds[{prompt!r}] must be a number in [0, 1], got {cut!r}")
+        out[prompt.strip().casefold()] = float(cut)
+    return out
 
 
 def resolve_device(device: str) -> torch.device:
@@ -244,6 +265,7 @@ class KognerComponent(BatchPipe):
                 _check_type(key, cfg[key])
         if not 0.0 <= float(cfg["threshold"]) <= 1.0:
             raise KognerConfigError(f"threshold must be in [0, 1], got {cfg['threshold']!r}")
+        cfg["prompt_thresholds"] = _prompt_thresholds(cfg["prompt_thresholds"])
         if cfg["batch_size"] < 0:
             raise KognerConfigError(f"batch_size must be a positive integer or 0 (auto), got {cfg['batch_size']!r}")
         for key in ("max_window_tokens", "stride", "min_window_subwords"):
@@ -261,6 +283,15 @@ class KognerComponent(BatchPipe):
         self.cfg = cfg
         if self._model is not None:
             self._check_windows(self._model)
+
+    def thresholds_for(self, prompts: Sequence[str], device: torch.device | None = None) -> float | torch.Tensor:
+        """The decision threshold of each prompt: its calibrated one, else ``threshold`` (a float when
+        no prompt has its own, so the common case stays one comparison)."""
+        own = self.cfg["prompt_thresholds"]
+        cuts = [own.get(p.casefold(), self.cfg["threshold"]) for p in prompts]
+        if all(c == self.cfg["threshold"] for c in cuts):
+            return self.cfg["threshold"]
+        return torch.tensor(cuts, device=device)
 
     def set_labels(self, labels: Sequence[Any]) -> None:
         """Change the label set at run time (zero-shot); saved with the pipeline."""
@@ -365,10 +396,11 @@ class KognerComponent(BatchPipe):
         found: list[SpanHits] = [{} for _ in docs]
         bs = self.cfg["batch_size"] or AUTO_BATCH_SIZE.get(model.device.type, AUTO_BATCH_SIZE["cpu"])
         for offset, group in groups:
+            cuts = self.thresholds_for(group, model.device)
             for b in range(0, len(windows), bs):
                 chunk = windows[b : b + bs]
                 scores = model.score_windows([w.words for w in chunk], group)
-                collect_hits(chunk, scores.probs, scores.valid, self.cfg["threshold"], found, offset)
+                collect_hits(chunk, scores.probs, scores.valid, cuts, found, offset)
         for doc, spans in zip(docs, found, strict=True):
             self._set_annotations(doc, spans)
         return docs

@@ -88,7 +88,7 @@ def collect_hits(
     windows: Sequence[Window],
     probs: torch.Tensor,
     valid: torch.Tensor,
-    threshold: float,
+    threshold: float | torch.Tensor,
     found: list[SpanHits],
     label_offset: int = 0,
 ) -> None:
@@ -96,7 +96,7 @@ def collect_hits(
 
     ``probs`` is ``[B, L, K, C]`` and ``valid`` ``[B, L, K]``; one ``nonzero`` per batch, no
     Python loop over candidate spans. ``label_offset`` shifts label indices when the labels were
-    scored in groups."""
+    scored in groups. ``threshold`` is one value or one per label of the batch (``[C]``)."""
     hits = (probs > threshold) & valid.unsqueeze(-1)
     where = hits.nonzero().tolist()
     values = probs[hits].tolist()

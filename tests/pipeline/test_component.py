@@ -150,6 +150,8 @@ def test_multi_label_keeps_several_labels_per_span(make_nlp):
         ({"stride": 300, "max_window_tokens": 256}, r"stride \(300\) must not exceed max_window_tokens \(256\)"),
         ({"batch_size": -1}, r"batch_size must be a positive integer or 0 \(auto\), got -1"),
         ({"device": "tpu"}, "Unknown device 'tpu'"),
+        ({"prompt_thresholds": {"disease": 1.2}}, r"prompt_thresholds\['disease'\] must be a number in \[0, 1\]"),
+        ({"prompt_thresholds": ["disease"]}, "prompt_thresholds must be a dict"),
     ],
 )
 def test_bad_config_is_a_clear_error(make_nlp, bad, message):
@@ -251,6 +253,30 @@ def test_a_load_time_override_wins_over_the_saved_state(make_nlp, tmp_path):
     other = spacy.blank("en").add_pipe("kogner", config={"threshold": 0.9})
     other.from_disk(tmp_path / "bare" / "kogner")
     assert other.cfg["threshold"] == 0.1 and other.labels == ("Disease", "Chemical")
+
+
+def test_a_calibrated_prompt_threshold_applies_to_its_prompt_only(make_nlp, tmp_path):
+    """A prompt's own threshold (tuned on dev) decides its spans; other prompts keep ``threshold``.
+    The result equals filtering the all-spans output per label, and it survives save/load."""
+    labels = [{"label": "DIS", "prompt": "disease"}, {"label": "CHEM", "prompt": "chemical"}]
+    every = make_nlp(threshold=0.0, flat=False, multi_label=True, labels=labels)(TEXT)
+    scored = dict(zip(spans_of(every), every.spans["kogner"].attrs["scores"], strict=True))
+    chem = sorted(v for (_, _, lbl), v in scored.items() if lbl == "CHEM")
+    cut = chem[len(chem) // 2]  # a threshold that keeps about half of the chemical candidates
+    nlp = make_nlp(threshold=0.0, flat=False, multi_label=True, labels=labels, prompt_thresholds={"Chemical": cut})
+    got = dict(zip(spans_of(doc := nlp(TEXT)), doc.spans["kogner"].attrs["scores"], strict=True))
+    expected = {k: v for k, v in scored.items() if k[2] == "DIS" or v > cut}
+    assert set(got) == set(expected) and 0 < sum(k[2] == "CHEM" for k in got) < len(chem)
+    assert nlp.get_pipe("kogner").cfg["prompt_thresholds"] == {"chemical": cut}  # case-folded key
+    nlp.to_disk(tmp_path / "pipe")
+    loaded = spacy.load(tmp_path / "pipe")
+    assert set(spans_of(loaded(TEXT))) == set(expected)
+    # a load-time value for a prompt replaces its calibrated one (spaCy merges a dict setting key by
+    # key, so {} at load time would change nothing); configure() clears them all
+    stricter = spacy.load(tmp_path / "pipe", config={"components.kogner.prompt_thresholds": {"chemical": 1.0}})
+    assert {k[2] for k in spans_of(stricter(TEXT))} == {"DIS"}
+    loaded.get_pipe("kogner").configure(prompt_thresholds={})
+    assert set(spans_of(loaded(TEXT))) == set(scored)
 
 
 def test_doc_objects_from_make_doc(make_nlp):

@@ -39,6 +39,36 @@ def kg_retrieval_cmd(
     typer.echo(json.dumps(after, indent=2))
 
 
+@app.command("calibrate", context_settings=OVERRIDES)
+def calibrate_cmd(
+    ctx: typer.Context,
+    pipeline: Path = typer.Argument(..., help="A saved pipeline with a kogner pipe (e.g. RUN/model-best)"),
+    dev: Path = typer.Argument(..., help="Dev split in GLiNER JSON (a corpus folder's dev.json)"),
+    output: Path = typer.Option(None, help="Where to save the calibrated pipeline (default: in place)"),
+    calibration: Path = typer.Option(None, help="Spans for the prompts no dev label carries (dev_silver.json)"),
+    config: Path = typer.Option(Path("configs/distill.cfg"), help="Distill config: the threshold grid and min spans"),
+    profile: str = PROFILE_OPTION,
+) -> None:
+    """Tune a pipeline's decision thresholds on dev: the model's, then each prompt's own where dev
+    (or the calibration split, for prompts no dev label has) holds enough spans (overrides:
+    --training.calibrate_min_spans 100)."""
+    from ..config import ConfigError, load_config
+    from ..training.calibrate import calibrate_pipeline
+
+    try:
+        cfg = load_config(config, overrides_of(ctx), profile=profile or None)
+        t, paths = cfg["training"], cfg["paths"]
+        found = calibrate_pipeline(
+            pipeline, dev, output or pipeline,
+            grid=list(t["tune_threshold"]) or [t["eval_threshold"]], prefer=t["eval_threshold"],
+            min_spans=t["calibrate_min_spans"], labels_path=paths["labels"],
+            docs_per_call=t["eval_docs_per_call"], calibration_path=calibration or "",
+        )  # fmt: skip
+    except ConfigError as err:
+        fail(str(err))
+    typer.echo(json.dumps(found, indent=2))
+
+
 @app.command("train-baseline", context_settings=OVERRIDES)
 def train_baseline_cmd(
     ctx: typer.Context,

@@ -39,6 +39,7 @@ from ..repro import peak_rss_mb, seed_everything
 from ..run_summary import SUMMARY_FILE, RunSummary
 from . import checkpoint
 from .batches import BatchPlan, Prefetcher, Record, read_records
+from .calibrate import Scored, calibrate, decode, score_records
 from .heads import DIST_LOSSES, FROZEN_TEACHER, DistillHeads, dist_loss
 from .kg_term import TEACHER_ROWS, ShareBalancer, TeacherBank, bank_infonce, bank_scores, retrieval_counts
 from .schedule import SCHEDULERS, Schedule
@@ -55,7 +56,8 @@ class PathsSettings:
     ``test`` (optional) is scored at every evaluation for the learning curves only; model and
     threshold selection use ``dev`` alone. ``extra_train`` (optional) is appended to the training
     sentences after ``train_fraction`` has drawn its subset: the KG's node-name sentences
-    (``kg-names``) that every arm of a low-resource KG study sees whole."""
+    (``kg-names``) that every arm of a low-resource KG study sees whole. ``calibration`` (optional)
+    calibrates the thresholds of the prompts no dev label carries (``training/calibrate.py``)."""
 
     train: str
     dev: str
@@ -64,6 +66,7 @@ class PathsSettings:
     init_model: str
     test: str = ""
     extra_train: str = ""
+    calibration: str = ""
 
 
 @dataclass
@@ -136,6 +139,7 @@ class TrainingSettings:
     eval_batch_size: int
     eval_docs_per_call: int
     tune_threshold: list[float]
+    calibrate_min_spans: int
     max_train_sentences: int
     train_fraction: float
     prompt_variation: float
@@ -160,6 +164,7 @@ class TrainingSettings:
         require(self.precision in PRECISIONS, f"training.precision must be one of {PRECISIONS}")
         require(self.prefetch in PREFETCH, f"training.prefetch must be one of {PREFETCH}, got {self.prefetch!r}")
         require(all(0 < x < 1 for x in self.tune_threshold), "training.tune_threshold values must be in (0, 1)")
+        require(self.calibrate_min_spans >= 0, "training.calibrate_min_spans must be >= 0 (0: one threshold)")
         require(self.loss_norm in LOSS_NORMS, f"training.loss_norm must be one of {LOSS_NORMS}, got {self.loss_norm!r}")
         require(0 <= self.balance_momentum < 1, "training.balance_momentum must be in [0, 1)")
         require(0 < self.train_fraction <= 1, "training.train_fraction must be in (0, 1]")
@@ -231,6 +236,7 @@ class Distiller:
         self.dev = read_records(paths.dev, t.max_dev_sentences) if paths.dev else []
         self.universe = _label_universe(self.train) if t.cross_negatives else []
         self.test = read_records(paths.test) if paths.test else []
+        self.calibration = read_records(paths.calibration) if paths.calibration else []
         if not self.train:
             raise ConfigError(f"Training corpus {paths.train} has no sentences")
         self.plan = BatchPlan([len(r.tokens) for r in self.train], t.batch_size, t.seed, t.bucket)
@@ -522,7 +528,12 @@ class Distiller:
         return {**_percent(total)["all"], "by_kind": _percent(by_kind), "by_seen": _percent(by_seen)}
 
     # ------------------------------------------------------------------- evaluation
-    def pipeline(self, corpora_labels: list[str] | None = None, threshold: float | None = None) -> Any:
+    def pipeline(
+        self,
+        corpora_labels: list[str] | None = None,
+        threshold: float | None = None,
+        prompt_thresholds: dict[str, float] | None = None,
+    ) -> Any:
         """A spaCy pipeline around the current student (what ``model-best`` will be).
 
         Its config says ``device = "auto"``: a student trained on a GPU must load on a machine
@@ -536,6 +547,7 @@ class Distiller:
             config={
                 "labels": [{"label": lbl, "prompt": label_prompt(lbl, self.label_table)} for lbl in labels],
                 "threshold": self.t.eval_threshold if threshold is None else threshold,
+                "prompt_thresholds": prompt_thresholds or {},
                 "batch_size": self.t.eval_batch_size, "max_width": self.student.max_width, "device": "auto",
                 "precision": self.t.precision,
             },
@@ -544,47 +556,23 @@ class Distiller:
         pipe.model = self.student
         return nlp
 
-    def _predict(self, records: list[Record], threshold: float) -> list[dict[tuple[int, int, str], float]]:
-        """Every scored (start, end exclusive, label) of each record at ``threshold``, per corpus prompts."""
-        from spacy.tokens import Doc
-
+    def _predict(self, records: list[Record], threshold: float) -> Scored:
+        """Every scored (start, end exclusive, label) of each record at ``threshold``, per label set."""
         self.student.train(False)
-        out: list[dict[tuple[int, int, str], float]] = [{} for _ in records]
-        by_corpus: dict[str, list[int]] = {}
-        for i, r in enumerate(records):
-            by_corpus.setdefault(r.corpus, []).append(i)
-        for idx in by_corpus.values():
-            nlp = self.pipeline(sorted({lbl for i in idx for lbl in records[i].labels}), threshold)
-            nlp.get_pipe("kogner").configure(flat=False, multi_label=True)
-            docs = [Doc(nlp.vocab, words=records[i].tokens) for i in idx]
-            for i, doc in zip(idx, nlp.pipe(docs, batch_size=self.t.eval_docs_per_call), strict=True):
-                group = doc.spans["kogner"]
-                out[i] = {(s.start, s.end, s.label_): sc for s, sc in zip(group, group.attrs["scores"], strict=True)}
-        return out
+        return score_records(self.pipeline, records, threshold, self.t.eval_docs_per_call)
 
     def evaluate(self, records: list[Record], thresholds: list[float] | None = None) -> dict[float, dict[str, float]]:
         """Exact-span micro P/R/F1 (0-1) at each threshold, from one pass of the model.
 
         Each corpus's sentences are prompted with that corpus's labels. The pipe runs once at the
         lowest threshold with every scored (span, label) kept; each threshold then keeps its spans
-        and chooses ``doc.ents`` exactly as the component does (best label per span, greedy flat by
-        score), so the numbers equal separate runs at each threshold."""
-        from ..evaluation.metrics import exact_scores
-        from ..pipeline.windows import best_label_per_span, greedy_flat
-
+        and chooses ``doc.ents`` exactly as the component does (``calibrate.decode``), so the
+        numbers equal separate runs at each threshold."""
         thresholds = sorted(thresholds or [self.t.eval_threshold])
         scored = self._predict(records, thresholds[0])
-        gold = [(i, s, e + 1, lbl) for i, r in enumerate(records) for s, e, lbl in r.ner]
         results = {}
         for t in thresholds:
-            pred = []
-            for i, spans in enumerate(scored):
-                labels = sorted({lbl for (_, _, lbl) in spans})
-                hits = {(s, e - 1, labels.index(lbl)): sc for (s, e, lbl), sc in spans.items() if sc > t}
-                items = sorted(best_label_per_span(hits).items(), key=lambda kv: (-kv[1], kv[0]))
-                keep = greedy_flat(items, len(records[i].tokens))
-                pred.extend((i, items[k][0][0], items[k][0][1] + 1, labels[items[k][0][2]]) for k in keep)
-            total = exact_scores(gold, pred).total.as_dict()
+            total = decode(records, scored, lambda _lbl, t=t: t).total.as_dict()
             results[t] = {k: total[k] / 100 for k in ("p", "r", "f")}
         return results
 
@@ -711,6 +699,7 @@ class Distiller:
                 "precision": "bf16" if self.amp is not None else "fp32", "batch_size": self.t.batch_size,
                 "bucket": self.t.bucket, "threshold": tuned.get("threshold", self.t.eval_threshold),
                 "dev_f_by_threshold": tuned.get("by_threshold"),
+                "prompt_thresholds": tuned.get("prompt_thresholds", {}), "calibration": tuned.get("by_prompt"),
                 "wall_s_this_run": this_run, "peak_rss_mb": peak_rss_mb(),
                 "threads": torch.get_num_threads(),
             },
@@ -745,18 +734,27 @@ class Distiller:
             return self.evaluate(records, [threshold])[threshold]
 
     def _tune_threshold(self) -> dict[str, Any]:
-        """Pick the decision threshold on dev for the best model and save it in its config."""
+        """Pick the decision thresholds on dev for the best model (``training/calibrate.py``: the
+        model's, and each prompt's where dev or the calibration split has enough spans) and save
+        them in its config."""
         if not self.t.tune_threshold:
             return {}
         with self._student_from(self.out / "model-best"):
             grid = sorted(set(self.t.tune_threshold) | {self.t.eval_threshold})
-            scores = self.evaluate(self.dev, grid)
-            threshold = max(grid, key=lambda t: (scores[t]["f"], -abs(t - self.t.eval_threshold)))
-            self.pipeline(threshold=threshold).to_disk(self.out / "model-best")
+            found = calibrate(
+                self.dev, self._predict(self.dev, grid[0]), grid, self.t.eval_threshold,
+                lambda lbl: label_prompt(lbl, self.label_table), self.t.calibrate_min_spans,
+                self.calibration, self._predict(self.calibration, grid[0]) if self.calibration else None,
+            )  # fmt: skip
+            self.pipeline(threshold=found.threshold, prompt_thresholds=found.prompt_thresholds).to_disk(
+                self.out / "model-best"
+            )
         return {
-            "threshold": threshold,
-            "dev_f": scores[threshold]["f"],
-            "by_threshold": {str(t): round(v["f"], 4) for t, v in scores.items()},
+            "threshold": found.threshold,
+            "dev_f": found.dev_f,
+            "by_threshold": found.by_threshold,
+            "prompt_thresholds": found.prompt_thresholds,
+            "by_prompt": found.by_prompt,
         }
 
 

@@ -213,6 +213,69 @@ def test_one_pass_threshold_sweep_equals_separate_pipeline_runs(tmp_path):
         assert swept[t]["f"] == pytest.approx(total["f"] / 100, abs=1e-9), t
 
 
+def test_per_prompt_thresholds_in_the_pipe_equal_the_one_pass_decode(tmp_path):
+    """The calibration's one-pass decode with a threshold per label must be what the component
+    outputs with those ``prompt_thresholds``: the tuned values are chosen by the first and used by
+    the second."""
+    from spacy.tokens import Doc
+
+    from spacy_kogner.evaluation.metrics import exact_scores
+    from spacy_kogner.training.calibrate import decode
+
+    trainer = Distiller(load_config(CFG, overrides(tmp_path)), tmp_path / "o")
+    for step in range(3):
+        trainer.step(step)
+    scored = trainer._predict(trainer.dev, 0.2)
+    cuts = {"Disease": 0.3, "Chemical": 0.6}
+    swept = decode(trainer.dev, scored, cuts.__getitem__).total.as_dict()
+    nlp = trainer.pipeline(["Chemical", "Disease"], threshold=0.6, prompt_thresholds={"Disease": 0.3})
+    docs = list(nlp.pipe([Doc(nlp.vocab, words=r.tokens) for r in trainer.dev]))
+    gold = [(i, s, e + 1, lbl) for i, r in enumerate(trainer.dev) for s, e, lbl in r.ner]
+    pred = [(i, e.start, e.end, e.label_) for i, d in enumerate(docs) for e in d.ents]
+    assert exact_scores(gold, pred).total.as_dict() == swept
+
+
+def test_prompt_thresholds_are_tuned_on_dev_and_calibration_spans_and_saved(tmp_path):
+    """Each dev label's prompt is calibrated on dev, a prompt no dev label has on the calibration
+    split; what differs from the model threshold is saved in model-best, and `calibrate` on the same
+    data gives the same thresholds."""
+    import spacy
+
+    calibration = tmp_path / "dev_silver.json"
+    calibration.write_text(json.dumps([
+        {"tokenized_text": ["Pain", "in", "the", "liver", "."], "ner": [[3, 3, "anatomy"]], "corpus": "toy",
+         "labels": ["anatomy"]},
+        {"tokenized_text": ["The", "heart", "and", "the", "brain", "."], "ner": [[1, 1, "anatomy"], [4, 4, "anatomy"]],
+         "corpus": "toy", "labels": ["anatomy"]},
+    ]))  # fmt: skip
+    out = tmp_path / "run"
+    extra = {"training.tune_threshold": [0.1, 0.3, 0.6, 0.9], "training.calibrate_min_spans": 1,
+             "paths.calibration": str(calibration)}  # fmt: skip
+    details = distill(CFG, out, overrides(tmp_path, **extra))["details"]
+    by_prompt = details["calibration"]
+    assert {p: e["source"] for p, e in by_prompt.items()} == {
+        "chemical": "dev",
+        "disease": "dev",
+        "anatomy": "calibration",
+    }
+    assert by_prompt["anatomy"]["spans"] == 3 and by_prompt["disease"]["spans"] == 5
+    expected = {p: e["threshold"] for p, e in by_prompt.items() if e["threshold"] != details["threshold"]}
+    assert details["prompt_thresholds"] == expected
+    assert spacy.load(out / "model-best").get_pipe("kogner").cfg["prompt_thresholds"] == expected
+    args = ["calibrate", str(out / "model-best"), str(tmp_path / "dev.json"), "--calibration", str(calibration),
+            "--output", str(tmp_path / "again"), "--training.tune_threshold", "[0.1, 0.3, 0.6, 0.9]",
+            "--training.calibrate_min_spans", "1"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.output)
+    assert again["threshold"] == details["threshold"] and again["prompt_thresholds"] == expected
+    loaded = spacy.load(tmp_path / "again")
+    assert loaded.get_pipe("kogner").cfg["prompt_thresholds"] == expected
+    assert loaded.config["components"]["kogner"]["prompt_thresholds"] == expected  # config.cfg agrees
+    missing = CliRunner().invoke(app, ["calibrate", str(tmp_path / "nope"), str(tmp_path / "dev.json")])
+    assert missing.exit_code != 0 and "not a saved spaCy pipeline" in missing.output
+
+
 def test_budgets_early_stopping_curves_and_tuned_threshold(tmp_path):
     import spacy
 

@@ -20,7 +20,11 @@ only its own types: an NCBI-disease sentence says nothing about chemicals. So
   their matches discarded, so "progesterone" (a Compound, and a Pharmacologic Class name) or
   "adrenoleukodystrophy" (a Disease, and a Symptom name) never become silver of the other kind;
 * the dev split is **gold only** and shuffled with the seed, so that model selection and the
-  threshold never rest on silver and a ``max_dev_sentences`` prefix samples every corpus.
+  threshold never rest on silver and a ``max_dev_sentences`` prefix samples every corpus;
+* ``dev_silver.json`` holds the same dev sentences' silver spans alone (the sentences with one):
+  a silver-only prompt ("chemical" in a pool without BC5CDR) has no gold dev span, so its own
+  decision threshold can only be calibrated there (``distill.cfg`` ``paths.calibration_dev``);
+  each sentence is prompted as in training (``silver_negatives``).
 
 Whether a kind is covered is decided by prompt, not by name: in a pool without BC5CDR no gold
 label prompts "chemical", so ``Compound`` silver comes in; with BC5CDR it stays out.
@@ -161,16 +165,34 @@ def pool_splits(
     dev = [s for corpus in gold for s in gold[corpus].get("dev", [])]
     rng = random.Random(settings.seed)
     rng.shuffle(dev)
+    dev_silver = silver_only(add_silver(dev, matcher)[0]) if matcher is not None else []
+    matched_only = settings.silver_negatives == "matched"
+    label_sets["dev_silver"] = lambda sent: sorted({s.label for s in sent.spans}) if matched_only else list(prompts)
     stats = {
         "corpora": list(gold),
         "silver_kinds": kinds,
         "silver_spans": dict(sorted(silver_counts.items())),
         "name_spans": dict(sorted(name_counts.items())),
         "label_sets": train_sets,
-        "sentences": {"train": len(train), "dev": len(dev)},
+        "sentences": {"train": len(train), "dev": len(dev), "dev_silver": len(dev_silver)},
         "gold_spans": {"train": sum(1 for x in train for s in x.spans if not _is_silver(s))},
+        "dev_silver_spans": dict(sorted(Counter(s.label for x in dev_silver for s in x.spans).items())),
     }
-    return {"train": train, "dev": dev}, label_sets, stats
+    splits = {"train": train, "dev": dev}
+    if dev_silver:
+        splits["dev_silver"] = dev_silver
+    return splits, label_sets, stats
+
+
+def silver_only(sentences: list[Sentence]) -> list[Sentence]:
+    """The sentences with a silver span, holding their silver spans only: the calibration split of
+    the silver-only prompts (``dev_silver.json``), which no gold dev label can tune."""
+    out = []
+    for sent in sentences:
+        spans = [s for s in sent.spans if _is_silver(s)]
+        if spans:
+            out.append(Sentence(list(sent.tokens), spans, sent.corpus, sent.doc_id))
+    return out
 
 
 def _is_silver(span: Span) -> bool:

@@ -126,6 +126,8 @@ def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folde
     overrides = {
         "paths.train": str(folder / "train.json"),
         "paths.dev": str(folder / "dev.json"),
+        # the silver-only prompts' thresholds are calibrated on the dev sentences' silver spans
+        "paths.calibration": str(folder / "dev_silver.json") if (folder / "dev_silver.json").is_file() else "",
         "paths.teacher": paths.teacher,
         "paths.labels": paths.labels,
         "training.epochs": 0,
@@ -253,7 +255,8 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
             "steps": rs.steps, "train_minutes": round(d.get("budget_clock_s", rs.wall_s) / 60, 1),
             "wall_minutes": round(rs.wall_s / 60, 1), "epochs": d.get("epochs"), "ended_by": d.get("ended_by"),
             "threads": d.get("threads"), "cpu": rs.cpu, "train_sentences": rs.train_sentences,
-            "best_dev_f": rs.best_dev_f,
+            "best_dev_f": rs.best_dev_f, "precision": d.get("precision"), "threshold": d.get("threshold"),
+            "prompt_thresholds": d.get("prompt_thresholds", {}),
         }  # fmt: skip
         for corpus in _tests_of(name, cfg):
             score = results / "pooled" / f"{name.replace('/', '__')}__{corpus}.json"
@@ -385,16 +388,25 @@ def render_markdown(summary: dict[str, Any]) -> str:
         '"train min" is the budget clock (steps and dev evaluations); runs marked *earlier* come from the',
         "committed summary of an earlier session (their folders are not on this machine).",
         "",
-        "| run | steps | epochs | ended by | train min | threads | train sentences | best dev F1 | CPU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | steps | epochs | ended by | train min | threads | precision | train sentences | best dev F1 "
+        "| thresholds (model; own per prompt, tuned on dev) | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["runs"].items():
         dev = f"{100 * r['best_dev_f']:.2f}" if r.get("best_dev_f") is not None else "–"
         epochs = f"{r['epochs']:.2f}" if r.get("epochs") is not None else "–"
         label = f"{name} (*earlier*)" if r.get("earlier") else name
         cells = [label, r["steps"], epochs, r.get("ended_by") or "–", r["train_minutes"], r.get("threads") or "–",
-                 r["train_sentences"], dev, r["cpu"]]  # fmt: skip
+                 r.get("precision") or "–", r["train_sentences"], dev, _thresholds(r), r["cpu"]]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if summary.get("not_run"):  # a table never hides the runs it lacks
         lines += ["", f"Not run (no finished run summary): {', '.join(summary['not_run'])}."]
     return "\n".join(lines) + "\n"
+
+
+def _thresholds(run: dict[str, Any]) -> str:
+    """``0.5; chemical 0.3, anatomy 0.4``: the model threshold, then the prompts with their own."""
+    if run.get("threshold") is None:
+        return "–"
+    own = ", ".join(f"{p} {t:g}" for p, t in sorted((run.get("prompt_thresholds") or {}).items()))
+    return f"{run['threshold']:g}" + (f"; {own}" if own else "")

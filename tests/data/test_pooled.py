@@ -115,6 +115,26 @@ def test_leave_one_out_pool_brings_in_silver_for_the_held_out_labels(gold_dirs: 
     ]
 
 
+def test_dev_silver_holds_the_silver_spans_of_the_dev_sentences_alone(gold_dirs: Path) -> None:
+    """The calibration split of the silver-only prompts: the dev sentences with a silver match, their
+    gold spans dropped, each prompted as in training (matched: only the kinds found in it)."""
+    _run(gold_dirs, "NCBI-disease", silver_negatives="matched")
+    folder = gold_dirs / "pooled-NCBI-disease"
+    records = json.loads((folder / "dev_silver.json").read_text(encoding="utf8"))
+    spans = [sorted((" ".join(r["tokenized_text"][s : e + 1]), lbl) for s, e, lbl in r["ner"]) for r in records]
+    assert sorted(spans) == [
+        [("brain", "anatomy")],
+        [("brain", "anatomy"), ("lithium", "chemical"), ("progesterone", "chemical")],
+    ]
+    assert sorted(r["labels"] for r in records) == [["anatomy"], ["anatomy", "chemical"]]
+    stats = json.loads((folder / "stats.json").read_text(encoding="utf8"))
+    assert stats["sentences"]["dev_silver"] == 2 and stats["dev_silver_spans"] == {"anatomy": 2, "chemical": 2}
+    # "corpus": every silver prompt in use is offered in every calibration sentence
+    _run(gold_dirs, "NCBI-disease,BC5CDR")
+    records = json.loads((gold_dirs / "pooled-NCBI-disease,BC5CDR" / "dev_silver.json").read_text(encoding="utf8"))
+    assert {tuple(r["labels"]) for r in records} == {("anatomy", "pharmacologic class")}
+
+
 def test_missing_gold_split_is_a_clear_error(tmp_path: Path) -> None:
     cfg = tmp_path / "pooled.cfg"
     cfg.write_text(

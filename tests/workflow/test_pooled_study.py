@@ -94,7 +94,8 @@ def test_a_leave_one_out_run_is_built_trained_and_scored_on_the_held_out_corpus(
                                          ((1, "Aspirin"), (2, "Ibuprofen"), (3, "Cisplatin")))  # fmt: skip
     (tmp_path / "nodes.tsv").write_text(nodes, encoding="utf8")
     distill_cfg = CFG.read_text(encoding="utf8")
-    for key, value in (("batch_size", "3"), ("precision", '"fp32"'), ("tune_threshold", "[]"), ("bucket", "0")):
+    tuning = (("tune_threshold", "[0.3, 0.6]"), ("calibrate_min_spans", "1"))
+    for key, value in (("batch_size", "3"), ("precision", '"fp32"'), ("bucket", "0"), *tuning):
         distill_cfg = re.sub(rf"^{key} = .*$", f"{key} = {value}", distill_cfg, count=1, flags=re.M)
     (tmp_path / "distill.cfg").write_text(distill_cfg, encoding="utf8")
     overrides = {
@@ -118,12 +119,18 @@ def test_a_leave_one_out_run_is_built_trained_and_scored_on_the_held_out_corpus(
     assert result.exit_code == 0, result.output
     stats = json.loads((tmp_path / "corpora/loco/B/stats.json").read_text())
     assert "Compound" in stats["silver_kinds"] and stats["silver_spans"]["chemical"] == 3
+    # the dev sentences' silver spans calibrate "chemical", which no gold dev label carries
+    assert stats["dev_silver_spans"] == {"chemical": 3}
 
     assert run_study("configs/pooled.cfg", overrides, only="loco/B") == {}
     assert (tmp_path / "training/loco/B/model-best").is_dir()
     row = json.loads((tmp_path / "results/pooled/loco__B__B.json").read_text())
     assert row["test_corpus"] == "B" and row["labels"] == ["Chemical"] and row["n_gold"] == 3
+    details = json.loads((tmp_path / "training/loco/B/metrics.json").read_text())["details"]
+    assert details["calibration"]["chemical"]["source"] == "calibration"
+    assert details["calibration"]["disease"]["source"] == "dev"
     summary = run_study("configs/pooled.cfg", overrides, summary_only=True)
+    assert summary["runs"]["loco/B"]["prompt_thresholds"] == details["prompt_thresholds"]
     assert set(summary["loco"]) == {"B"} and summary["heldout_labels"] == {}  # "chemical" was silver-trained
 
 
@@ -153,7 +160,8 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
     }
     run = Path(paths["training"]) / "loco/JNLPBA"
     run.mkdir(parents=True)
-    details = {"budget_clock_s": 1440.0, "epochs": 0.9, "ended_by": "schedule", "threads": 2}
+    details = {"budget_clock_s": 1440.0, "epochs": 0.9, "ended_by": "schedule", "threads": 2, "precision": "fp32",
+               "threshold": 0.5, "prompt_thresholds": {"protein": 0.55, "chemical": 0.3}}  # fmt: skip
     RunSummary(system="kogner", steps=700, seed=1, wall_s=1500, best_dev_f=0.6, train_sentences=7,
                cpu="New CPU", details=details).write(run)  # fmt: skip
     results = Path(paths["results"])
@@ -178,8 +186,11 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
     assert list(summary["loco"]) == ["JNLPBA", "NCBI-disease"]
     assert list(summary["runs"]) == ["pooled", "loco/JNLPBA", "loco/NCBI-disease"]
     md = (results / "pooled.md").read_text(encoding="utf8")
-    assert "| loco/JNLPBA | 700 | 0.90 | schedule | 24.0 | 2 | 7 | 60.00 | New CPU |" in md
-    assert "| pooled (*earlier*) | 400 | – | – | 25.0 | – | 9 | 50.00 | Old CPU |" in md
+    assert (
+        "| loco/JNLPBA | 700 | 0.90 | schedule | 24.0 | 2 | fp32 | 7 | 60.00 "
+        "| 0.5; chemical 0.3, protein 0.55 | New CPU |" in md
+    )
+    assert "| pooled (*earlier*) | 400 | – | – | 25.0 | – | – | 9 | 50.00 | – | Old CPU |" in md
     # summarising the summary again changes nothing
     again = run_study("configs/pooled.cfg", {**overrides, "paths.earlier": str(results / "pooled.json")},
                       summary_only=True)  # fmt: skip

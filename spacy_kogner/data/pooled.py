@@ -23,7 +23,7 @@ only its own types: an NCBI-disease sentence says nothing about chemicals. So
   threshold never rest on silver and a ``max_dev_sentences`` prefix samples every corpus;
 * ``dev_silver.json`` holds the same dev sentences' silver spans alone (the sentences with one):
   a silver-only prompt ("chemical" in a pool without BC5CDR) has no gold dev span, so its own
-  decision threshold can only be calibrated there (``distill.cfg`` ``paths.calibration_dev``);
+  decision threshold can only be calibrated there (``distill.cfg`` ``paths.calibration``);
   each sentence is prompted as in training (``silver_negatives``).
 
 Whether a kind is covered is decided by prompt, not by name: in a pool without BC5CDR no gold

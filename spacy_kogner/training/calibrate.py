@@ -81,6 +81,8 @@ class Calibration:
     threshold: float
     prompt_thresholds: dict[str, float]
     dev_f: float
+    # dev micro F1 with every prompt at its own threshold (``dev_f``: all at the model threshold)
+    dev_f_calibrated: float
     by_threshold: dict[str, float]
     by_prompt: dict[str, dict[str, Any]]
 
@@ -155,10 +157,12 @@ def calibrate(
                 )
             )
     own = {p: e["threshold"] for p, e in by_prompt.items() if "threshold" in e and e["threshold"] != threshold}
+    calibrated = decode(dev, dev_scored, lambda lbl: own.get(prompt_of(lbl).casefold(), threshold))
     return Calibration(
         threshold=threshold,
         prompt_thresholds=dict(sorted(own.items())),
         dev_f=by_t[threshold] / 100,
+        dev_f_calibrated=calibrated.total.as_dict()["f"] / 100,
         by_threshold={str(t): round(v / 100, 4) for t, v in by_t.items()},
         by_prompt=by_prompt,
     )
@@ -228,6 +232,7 @@ def calibrate_pipeline(
         "threshold": found.threshold,
         "prompt_thresholds": found.prompt_thresholds,
         "dev_f": found.dev_f,
+        "dev_f_calibrated": found.dev_f_calibrated,
         "by_threshold": found.by_threshold,
         "by_prompt": found.by_prompt,
     }

@@ -700,6 +700,7 @@ class Distiller:
                 "bucket": self.t.bucket, "threshold": tuned.get("threshold", self.t.eval_threshold),
                 "dev_f_by_threshold": tuned.get("by_threshold"),
                 "prompt_thresholds": tuned.get("prompt_thresholds", {}), "calibration": tuned.get("by_prompt"),
+                "dev_f_calibrated": tuned.get("dev_f_calibrated"),
                 "wall_s_this_run": this_run, "peak_rss_mb": peak_rss_mb(),
                 "threads": torch.get_num_threads(),
             },
@@ -752,6 +753,7 @@ class Distiller:
         return {
             "threshold": found.threshold,
             "dev_f": found.dev_f,
+            "dev_f_calibrated": found.dev_f_calibrated,
             "by_threshold": found.by_threshold,
             "prompt_thresholds": found.prompt_thresholds,
             "by_prompt": found.by_prompt,

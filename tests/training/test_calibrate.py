@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from spacy_kogner.training.batches import Record
 from spacy_kogner.training.calibrate import calibrate, decode
 
@@ -42,6 +44,9 @@ def test_a_silver_only_prompt_is_calibrated_on_its_own_spans_and_dev_labels_on_d
     assert found.by_prompt["chemical"]["source"] == "calibration" and found.by_prompt["chemical"]["f"] == 100.0
     assert found.by_prompt["chemical"]["f_at_base"] == 0.0
     assert "threshold" not in found.by_prompt["gene"] and found.by_prompt["gene"]["spans"] == 10
+    # dev F1 with the prompts' own thresholds: Disease and Gene have none, so it is the model's
+    # (Gene's wrong spans at 0.65 pass the model threshold: 70 right, 10 wrong)
+    assert found.dev_f_calibrated == found.dev_f == pytest.approx(2 * 70 / (2 * 70 + 10))
     # min_spans 0: one threshold for every prompt
     assert calibrate(dev, dev_scored, GRID, 0.5, str.lower, 0, silver, silver_scored).prompt_thresholds == {}
 

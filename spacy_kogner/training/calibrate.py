@@ -22,6 +22,7 @@ exactly as the component does (best label per span, greedy flat by score).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,12 +228,4 @@ def calibrate_pipeline(
     final.from_disk(pipeline_dir)
     final.get_pipe("kogner").configure(**tuned)
     final.to_disk(out_dir)
-    return {
-        "before": {"threshold": before["threshold"], "prompt_thresholds": before["prompt_thresholds"]},
-        "threshold": found.threshold,
-        "prompt_thresholds": found.prompt_thresholds,
-        "dev_f": found.dev_f,
-        "dev_f_calibrated": found.dev_f_calibrated,
-        "by_threshold": found.by_threshold,
-        "by_prompt": found.by_prompt,
-    }
+    return {"before": {k: before[k] for k in ("threshold", "prompt_thresholds")}, **dataclasses.asdict(found)}

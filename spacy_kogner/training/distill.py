@@ -750,14 +750,7 @@ class Distiller:
             self.pipeline(threshold=found.threshold, prompt_thresholds=found.prompt_thresholds).to_disk(
                 self.out / "model-best"
             )
-        return {
-            "threshold": found.threshold,
-            "dev_f": found.dev_f,
-            "dev_f_calibrated": found.dev_f_calibrated,
-            "by_threshold": found.by_threshold,
-            "prompt_thresholds": found.prompt_thresholds,
-            "by_prompt": found.by_prompt,
-        }
+        return dataclasses.asdict(found)
 
 
 PREFETCH = ("auto", "on", "off")

@@ -63,6 +63,7 @@ def calibrate_cmd(
             grid=list(t["tune_threshold"]) or [t["eval_threshold"]], prefer=t["eval_threshold"],
             min_spans=t["calibrate_min_spans"], labels_path=paths["labels"],
             docs_per_call=t["eval_docs_per_call"], calibration_path=calibration or "",
+            fallback=t["fallback_threshold"],
         )  # fmt: skip
     except ConfigError as err:
         fail(str(err))

@@ -12,6 +12,15 @@ student found 6.9 % of BC5CDR's chemicals at its dev-tuned 0.5). So, after the m
   *calibration* split (``dev_silver.json`` of a pooled corpus: the dev sentences' silver spans);
 * a prompt with too few spans in either keeps the model threshold.
 
+A prompt that none of this evidence covers (a label the user names at run time, a held-out corpus's
+label) falls back to the component's ``threshold``. With ``fallback = "calibration"`` and a
+calibration split, that is the one threshold with the best joint F1 over the silver-only prompts,
+and every gold dev prompt is pinned to its own (or the dev-tuned model) threshold: a prompt the
+student learnt from weak evidence scores on the silver prompts' scale, not on the scale of prompts
+trained on thousands of gold spans (measured: every silver-only prompt of two leave-one-out students
+calibrated 0.1-0.2 below their dev-tuned model threshold). ``fallback = "dev"`` keeps the dev-tuned
+model threshold for them.
+
 The thresholds land in the pipeline's ``prompt_thresholds`` (``pipeline/component.py``). All of it
 reads dev data only; no test split is touched.
 
@@ -28,11 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.metrics import Scores, exact_scores
+from ..evaluation.metrics import Counts, Scores, exact_scores
 from .batches import Record
 
 Scored = list[dict[tuple[int, int, str], float]]
 MakePipeline = Callable[[list[str], float], Any]
+# what a prompt without its own threshold gets (module docstring)
+FALLBACKS = ("calibration", "dev")
 
 
 def score_records(
@@ -77,9 +88,14 @@ def decode(records: Sequence[Record], scored: Scored, cut: Callable[[str], float
 
 @dataclass
 class Calibration:
-    """The model threshold, the per-prompt ones that differ from it, and the dev evidence."""
+    """The component's threshold (for prompts without their own), the per-prompt ones that differ
+    from it, and the dev evidence."""
 
     threshold: float
+    # the best one threshold for the gold dev labels (``threshold`` too unless the fallback moved it)
+    dev_threshold: float
+    # the best joint threshold of the silver-only prompts (None: no calibration split was tuned)
+    silver_threshold: float | None
     prompt_thresholds: dict[str, float]
     dev_f: float
     # dev micro F1 with every prompt at its own threshold (``dev_f``: all at the model threshold)
@@ -91,6 +107,29 @@ class Calibration:
 def _best(grid: Sequence[float], f_of: Callable[[float], float], prefer: float) -> float:
     """The grid value with the best F1; ties go to the one closest to ``prefer``."""
     return max(grid, key=lambda t: (round(f_of(t), 6), -abs(t - prefer)))
+
+
+def _joint_best(
+    records: Sequence[Record],
+    scored: Scored,
+    grid: Sequence[float],
+    base: float,
+    prompt_of: Callable[[str], str],
+    prompts: set[str],
+) -> float:
+    """The one threshold with the best micro F1 over the labels of ``prompts`` together (every
+    other label held at ``base``); ties go to the one closest to ``base``."""
+
+    def f_at(t: float) -> float:
+        scores = decode(records, scored, lambda lbl: t if prompt_of(lbl).casefold() in prompts else base)
+        total = Counts()
+        for label, counts in scores.per_label.items():
+            if prompt_of(label).casefold() in prompts:
+                total.add(counts)
+        return float(total.as_dict()["f"])
+
+    by = {t: f_at(t) for t in grid}
+    return _best(grid, by.__getitem__, base)
 
 
 def tune_prompts(
@@ -138,16 +177,22 @@ def calibrate(
     min_spans: int,
     calibration: Sequence[Record] = (),
     calibration_scored: Scored | None = None,
+    fallback: str = "calibration",
 ) -> Calibration:
     """The model threshold (best dev micro F1, ties to ``prefer``), then per-prompt thresholds:
-    from gold dev for its labels, from the calibration split for prompts no gold dev label has.
-    ``min_spans = 0`` keeps one threshold for all. Grid values are rounded to 6 decimals: a config
-    read through ujson gives 0.30000000000000004 for "0.3"."""
+    from gold dev for its labels, from the calibration split for prompts no gold dev label has,
+    then the fallback for every other prompt (module docstring). ``min_spans = 0`` keeps one
+    threshold for all. Grid values are rounded to 6 decimals: a config read through ujson gives
+    0.30000000000000004 for "0.3"."""
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     grid = sorted({round(float(t), 6) for t in grid})
     prefer = round(float(prefer), 6)
     by_t = {t: decode(dev, dev_scored, lambda _lbl, t=t: t).total.as_dict()["f"] for t in grid}
     threshold = _best(grid, by_t.__getitem__, prefer)
     by_prompt: dict[str, dict[str, Any]] = {}
+    silver_threshold = None
+    pinned: dict[str, float] = {}
     if min_spans > 0:
         by_prompt = tune_prompts(dev, dev_scored, grid, threshold, prompt_of, min_spans, "dev")
         if calibration and calibration_scored is not None:
@@ -157,10 +202,19 @@ def calibrate(
                     calibration, calibration_scored, grid, threshold, prompt_of, min_spans, "calibration", gold_prompts
                 )
             )
-    own = {p: e["threshold"] for p, e in by_prompt.items() if "threshold" in e and e["threshold"] != threshold}
-    calibrated = decode(dev, dev_scored, lambda lbl: own.get(prompt_of(lbl).casefold(), threshold))
+            silver = {p for p, e in by_prompt.items() if e["source"] == "calibration" and "threshold" in e}
+            if silver and fallback == "calibration":
+                silver_threshold = _joint_best(calibration, calibration_scored, grid, threshold, prompt_of, silver)
+                # the gold dev prompts keep the dev evidence whatever the fallback becomes
+                pinned = dict.fromkeys(gold_prompts, threshold)
+    tuned = pinned | {p: e["threshold"] for p, e in by_prompt.items() if "threshold" in e}
+    final = silver_threshold if silver_threshold is not None else threshold
+    own = {p: t for p, t in tuned.items() if t != final}
+    calibrated = decode(dev, dev_scored, lambda lbl: own.get(prompt_of(lbl).casefold(), final))
     return Calibration(
-        threshold=threshold,
+        threshold=final,
+        dev_threshold=threshold,
+        silver_threshold=silver_threshold,
         prompt_thresholds=dict(sorted(own.items())),
         dev_f=by_t[threshold] / 100,
         dev_f_calibrated=calibrated.total.as_dict()["f"] / 100,
@@ -180,6 +234,7 @@ def calibrate_pipeline(
     labels_path: str | Path,
     docs_per_call: int,
     calibration_path: str | Path = "",
+    fallback: str = "calibration",
 ) -> dict[str, Any]:
     """Calibrate a saved pipeline's thresholds on ``dev_path`` (GLiNER JSON, as training writes it)
     and, for the prompts no dev label carries, on ``calibration_path``; save it to ``out_dir``
@@ -218,6 +273,7 @@ def calibrate_pipeline(
         min_spans,
         calibration,
         score_records(make_pipeline, calibration, grid[0], docs_per_call) if calibration else None,
+        fallback,
     )
     # built again from its config.cfg with the thresholds replaced (not merged, as load-time
     # overrides of a dict setting are), so that the saved config.cfg says what kogner.json does

@@ -39,7 +39,7 @@ from ..repro import peak_rss_mb, seed_everything
 from ..run_summary import SUMMARY_FILE, RunSummary
 from . import checkpoint
 from .batches import BatchPlan, Prefetcher, Record, read_records
-from .calibrate import Scored, calibrate, decode, score_records
+from .calibrate import FALLBACKS, Scored, calibrate, decode, score_records
 from .heads import DIST_LOSSES, FROZEN_TEACHER, DistillHeads, dist_loss
 from .kg_term import TEACHER_ROWS, ShareBalancer, TeacherBank, bank_infonce, bank_scores, retrieval_counts
 from .schedule import SCHEDULERS, Schedule
@@ -140,6 +140,7 @@ class TrainingSettings:
     eval_docs_per_call: int
     tune_threshold: list[float]
     calibrate_min_spans: int
+    fallback_threshold: str
     max_train_sentences: int
     train_fraction: float
     prompt_variation: float
@@ -165,6 +166,10 @@ class TrainingSettings:
         require(self.prefetch in PREFETCH, f"training.prefetch must be one of {PREFETCH}, got {self.prefetch!r}")
         require(all(0 < x < 1 for x in self.tune_threshold), "training.tune_threshold values must be in (0, 1)")
         require(self.calibrate_min_spans >= 0, "training.calibrate_min_spans must be >= 0 (0: one threshold)")
+        require(
+            self.fallback_threshold in FALLBACKS,
+            f"training.fallback_threshold must be one of {FALLBACKS}, got {self.fallback_threshold!r}",
+        )
         require(self.loss_norm in LOSS_NORMS, f"training.loss_norm must be one of {LOSS_NORMS}, got {self.loss_norm!r}")
         require(0 <= self.balance_momentum < 1, "training.balance_momentum must be in [0, 1)")
         require(0 < self.train_fraction <= 1, "training.train_fraction must be in (0, 1]")
@@ -700,7 +705,8 @@ class Distiller:
                 "bucket": self.t.bucket, "threshold": tuned.get("threshold", self.t.eval_threshold),
                 "dev_f_by_threshold": tuned.get("by_threshold"),
                 "prompt_thresholds": tuned.get("prompt_thresholds", {}), "calibration": tuned.get("by_prompt"),
-                "dev_f_calibrated": tuned.get("dev_f_calibrated"),
+                "dev_f_calibrated": tuned.get("dev_f_calibrated"), "dev_threshold": tuned.get("dev_threshold"),
+                "silver_threshold": tuned.get("silver_threshold"),
                 "wall_s_this_run": this_run, "peak_rss_mb": peak_rss_mb(),
                 "threads": torch.get_num_threads(),
             },
@@ -746,6 +752,7 @@ class Distiller:
                 self.dev, self._predict(self.dev, grid[0]), grid, self.t.eval_threshold,
                 lambda lbl: label_prompt(lbl, self.label_table), self.t.calibrate_min_spans,
                 self.calibration, self._predict(self.calibration, grid[0]) if self.calibration else None,
+                self.t.fallback_threshold,
             )  # fmt: skip
             self.pipeline(threshold=found.threshold, prompt_thresholds=found.prompt_thresholds).to_disk(
                 self.out / "model-best"

@@ -389,7 +389,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "committed summary of an earlier session (their folders are not on this machine).",
         "",
         "| run | steps | epochs | ended by | train min | threads | precision | train sentences | best dev F1 "
-        "| thresholds (model; own per prompt, tuned on dev) | CPU |",
+        "| thresholds (any prompt without its own; own per prompt, tuned on dev) | CPU |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["runs"].items():
@@ -405,7 +405,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 
 def _thresholds(run: dict[str, Any]) -> str:
-    """``0.5; chemical 0.3, anatomy 0.4``: the model threshold, then the prompts with their own."""
+    """``0.3; chemical 0.35, disease 0.5``: the threshold of prompts without their own (the
+    dev-tuned model threshold, or the silver prompts' joint one), then the prompts with their own."""
     if run.get("threshold") is None:
         return "–"
     own = ", ".join(f"{p} {t:g}" for p, t in sorted((run.get("prompt_thresholds") or {}).items()))

@@ -35,7 +35,7 @@ def test_a_silver_only_prompt_is_calibrated_on_its_own_spans_and_dev_labels_on_d
     dev, dev_scored = _records("Disease", 60, hit=0.62, miss=0.45)
     few, few_scored = _records("Gene", 10, hit=0.9, miss=0.65)
     silver, silver_scored = _records("chemical", 60, hit=0.35, miss=0.25)
-    found = calibrate(dev + few, dev_scored + few_scored, GRID, 0.5, str.lower, 50, silver, silver_scored)
+    found = calibrate(dev + few, dev_scored + few_scored, GRID, 0.5, str.lower, 50, silver, silver_scored, "dev")
     # the model threshold: Disease's real spans at 0.62 and Gene's at 0.9 over their misses
     assert found.threshold == 0.5
     # chemical's real mentions score 0.35 (under the model threshold): its own threshold finds them;
@@ -57,3 +57,30 @@ def test_a_dev_label_is_never_recalibrated_on_silver() -> None:
     found = calibrate(dev, dev_scored, GRID, 0.5, str.lower, 50, silver, silver_scored)
     assert found.threshold == 0.6 and found.prompt_thresholds == {}
     assert found.by_prompt["chemical"]["source"] == "dev"
+
+
+def test_prompts_without_evidence_fall_back_to_the_silver_prompts_joint_threshold() -> None:
+    dev, dev_scored = _records("Disease", 60, hit=0.62, miss=0.45)
+    chem, chem_scored = _records("chemical", 60, hit=0.35, miss=0.25)
+    anat, anat_scored = _records("anatomy", 60, hit=0.45, miss=0.25)
+    silver, silver_scored = chem + anat, chem_scored + anat_scored
+    found = calibrate(dev, dev_scored, GRID, 0.5, str.lower, 50, silver, silver_scored)
+    # jointly, the two silver-only prompts are best at 0.3 (0.4 loses every chemical): that becomes
+    # the threshold of any prompt without its own; "disease" keeps its dev-tuned 0.5, "anatomy" its
+    # own 0.4 (0.3 and 0.4 tie on its spans; ties go to the dev threshold's side)
+    assert (found.threshold, found.dev_threshold, found.silver_threshold) == (0.3, 0.5, 0.3)
+    assert found.prompt_thresholds == {"anatomy": 0.4, "disease": 0.5}
+    # the gold dev prompts decode exactly as before: Disease at 0.5
+    assert found.dev_f_calibrated == found.dev_f == 1.0
+    # "dev": the dev-tuned threshold stays the fallback, the silver prompts keep their own
+    kept = calibrate(dev, dev_scored, GRID, 0.5, str.lower, 50, silver, silver_scored, "dev")
+    assert (kept.threshold, kept.silver_threshold, kept.prompt_thresholds) == (
+        0.5,
+        None,
+        {"anatomy": 0.4, "chemical": 0.3},
+    )
+    # no calibration split: nothing to fall back on but dev
+    alone = calibrate(dev, dev_scored, GRID, 0.5, str.lower, 50)
+    assert (alone.threshold, alone.silver_threshold, alone.prompt_thresholds) == (0.5, None, {})
+    with pytest.raises(ValueError, match="fallback"):
+        calibrate(dev, dev_scored, GRID, 0.5, str.lower, 50, silver, silver_scored, "silver")

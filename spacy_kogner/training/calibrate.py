@@ -10,7 +10,8 @@ student found 6.9 % of BC5CDR's chemicals at its dev-tuned 0.5). So, after the m
   dev F1 (the others held at the model threshold);
 * a prompt no gold dev label carries (a silver-only prompt) is calibrated the same way on the
   *calibration* split (``dev_silver.json`` of a pooled corpus: the dev sentences' silver spans);
-* a prompt with too few spans in either keeps the model threshold.
+* a prompt with too few spans in either is reported, not tuned: a gold dev prompt keeps the
+  dev-tuned model threshold, a silver-only one takes the fallback below.
 
 A prompt that none of this evidence covers (a label the user names at run time, a held-out corpus's
 label) falls back to the component's ``threshold``. With ``fallback = "calibration"`` and a
@@ -98,7 +99,7 @@ class Calibration:
     silver_threshold: float | None
     prompt_thresholds: dict[str, float]
     dev_f: float
-    # dev micro F1 with every prompt at its own threshold (``dev_f``: all at the model threshold)
+    # dev micro F1 with every prompt at its own threshold (``dev_f``: all at ``dev_threshold``)
     dev_f_calibrated: float
     by_threshold: dict[str, float]
     by_prompt: dict[str, dict[str, Any]]

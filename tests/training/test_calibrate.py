@@ -64,12 +64,15 @@ def test_prompts_without_evidence_fall_back_to_the_silver_prompts_joint_threshol
     chem, chem_scored = _records("chemical", 60, hit=0.35, miss=0.25)
     anat, anat_scored = _records("anatomy", 60, hit=0.45, miss=0.25)
     silver, silver_scored = chem + anat, chem_scored + anat_scored
-    found = calibrate(dev, dev_scored, GRID, 0.5, str.lower, 50, silver, silver_scored)
+    few, few_scored = _records("Gene", 10, hit=0.9, miss=0.2)
+    found = calibrate(dev + few, dev_scored + few_scored, GRID, 0.5, str.lower, 50, silver, silver_scored)
     # jointly, the two silver-only prompts are best at 0.3 (0.4 loses every chemical): that becomes
-    # the threshold of any prompt without its own; "disease" keeps its dev-tuned 0.5, "anatomy" its
-    # own 0.4 (0.3 and 0.4 tie on its spans; ties go to the dev threshold's side)
+    # the threshold of any prompt without its own; "disease" keeps its dev-tuned 0.5, "gene" too
+    # (a gold dev prompt with 10 spans, too few to tune), "anatomy" its own 0.4 (0.3 and 0.4 tie on
+    # its spans; ties go to the dev threshold's side)
     assert (found.threshold, found.dev_threshold, found.silver_threshold) == (0.3, 0.5, 0.3)
-    assert found.prompt_thresholds == {"anatomy": 0.4, "disease": 0.5}
+    assert found.prompt_thresholds == {"anatomy": 0.4, "disease": 0.5, "gene": 0.5}
+    assert "threshold" not in found.by_prompt["gene"]
     # the gold dev prompts decode exactly as before: Disease at 0.5
     assert found.dev_f_calibrated == found.dev_f == 1.0
     # "dev": the dev-tuned threshold stays the fallback, the silver prompts keep their own

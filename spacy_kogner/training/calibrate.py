@@ -110,6 +110,16 @@ def _best(grid: Sequence[float], f_of: Callable[[float], float], prefer: float) 
     return max(grid, key=lambda t: (round(f_of(t), 6), -abs(t - prefer)))
 
 
+def _f_where(records: Sequence[Record], scored: Scored, t: float, base: float, chosen: Callable[[str], bool]) -> float:
+    """Micro F1 over the labels ``chosen`` picks, those cut at ``t`` and every other at ``base``."""
+    scores = decode(records, scored, lambda lbl: t if chosen(lbl) else base)
+    total = Counts()
+    for label, counts in scores.per_label.items():
+        if chosen(label):
+            total.add(counts)
+    return float(total.as_dict()["f"])
+
+
 def _joint_best(
     records: Sequence[Record],
     scored: Scored,
@@ -121,15 +131,10 @@ def _joint_best(
     """The one threshold with the best micro F1 over the labels of ``prompts`` together (every
     other label held at ``base``); ties go to the one closest to ``base``."""
 
-    def f_at(t: float) -> float:
-        scores = decode(records, scored, lambda lbl: t if prompt_of(lbl).casefold() in prompts else base)
-        total = Counts()
-        for label, counts in scores.per_label.items():
-            if prompt_of(label).casefold() in prompts:
-                total.add(counts)
-        return float(total.as_dict()["f"])
+    def chosen(lbl: str) -> bool:
+        return prompt_of(lbl).casefold() in prompts
 
-    by = {t: f_at(t) for t in grid}
+    by = {t: _f_where(records, scored, t, base, chosen) for t in grid}
     return _best(grid, by.__getitem__, base)
 
 
@@ -157,12 +162,7 @@ def tune_prompts(
             continue
         entry: dict[str, Any] = {"label": label, "spans": n, "source": source}
         if n >= min_spans:
-
-            def f_at(t: float, label: str = label) -> float:
-                scores = decode(records, scored, lambda lbl, t=t: t if lbl == label else base)
-                return scores.per_label[label].as_dict()["f"] if label in scores.per_label else 0.0
-
-            by = {t: f_at(t) for t in grid}
+            by = {t: _f_where(records, scored, t, base, label.__eq__) for t in grid}
             best = _best(grid, by.__getitem__, base)
             entry.update(threshold=best, f_at_base=round(by[base], 2), f=round(by[best], 2))
         out[prompt] = entry

@@ -84,6 +84,7 @@ def train_baseline(
     config: str | Path, output: Path, overrides: dict[str, Any], gpu_id: int, profile: str | None = None
 ) -> RunSummary:
     """Run ``spacy train`` on the merged config; write and return ``OUTPUT/metrics.json``."""
+    import torch
     from spacy.cli.train import train
 
     cfg = load_config(config, overrides, profile)
@@ -124,6 +125,8 @@ def train_baseline(
             "ended_by": _progress.ended_by,
             "max_steps": int(cfg["training"]["max_steps"]),
             "curve": _progress.curve,
+            # torch's intra-op threads (the study sets them); numpy's CNN layers follow their own BLAS
+            "threads": torch.get_num_threads(),
         },
     )
     summary.write(output)

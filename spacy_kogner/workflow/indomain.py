@@ -189,7 +189,11 @@ def write_summary(study: StudySettings, paths: StudyPaths) -> dict[str, Any]:
             entry[system] = cell["f"]
             for key in CELL_FIELDS:
                 entry[key][system] = cell[key]
-            entry["cpu"] = cell["cpus"]
+        # one CPU for the row, or each system's where the row's runs were made on different boxes
+        row_cpus = {system: cpu for system, cpu in entry["cpus"].items() if cpu}
+        if row_cpus:
+            one = len(set(row_cpus.values())) == 1
+            entry["cpu"] = next(iter(row_cpus.values())) if one else "; ".join(f"{s}: {c}" for s, c in row_cpus.items())
         table[corpus] = entry
     results.mkdir(parents=True, exist_ok=True)
     (results / "indomain.json").write_text(json.dumps(table, indent=2), encoding="utf8")
@@ -254,8 +258,8 @@ def render_markdown(cells: dict[tuple[str, str], dict[str, Any]], study: StudySe
         "scoring the test split. \"train min\" is the budget clock (training steps and dev evaluations);",
         "\"wall min\" adds the student's test scoring for its learning curve and its threshold sweep.",
         "",
-        "| corpus | system | P | R | F1 | train min | wall min | steps | epochs | ended by | threads | words/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| corpus | system | P | R | F1 | train min | wall min | steps | epochs | ended by | threads | words/s | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for corpus in study.corpora:
         for system in study.systems:
@@ -266,10 +270,13 @@ def render_markdown(cells: dict[tuple[str, str], dict[str, Any]], study: StudySe
                 corpus, SYSTEM_NAMES[system], f"{c['precision']:.1f}", f"{c['recall']:.1f}", f"**{c['f']:.1f}**",
                 _text(c["train_minutes"], ".1f"), _text(c["wall_minutes"], ".1f"), _text(c["steps"]),
                 _text(c["epochs"]), _text(c["ended_by"]), _text(c["threads"]), _text(c["words_per_s"] or None, ",.0f"),
+                _text(c["cpus"]),
             ]  # fmt: skip
             lines.append("| " + " | ".join(cols) + " |")
     cpus = sorted({c["cpus"] for c in cells.values() if c["cpus"]})
-    lines += ["", f"CPU: {', '.join(cpus) or 'unknown'}."]
+    if len(cpus) > 1:  # timings and budgets of rows made on different boxes do not compare
+        lines += ["", f"The rows were measured on {len(cpus)} CPUs ({'; '.join(cpus)}): compare minutes,"
+                  " steps and words/s only between rows of one CPU."]  # fmt: skip
     missing = [f"{c} / {SYSTEM_NAMES[s]}" for c in study.corpora for s in study.systems if (c, s) not in cells]
     if missing:  # a table never hides the runs it lacks
         lines += ["", f"Not run (no finished run summary and test score): {', '.join(missing)}."]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from spacy_kogner.data.readers import Sentence, Span, write_docbin
 from spacy_kogner.run_summary import SUMMARY_FILE, RunSummary
 from spacy_kogner.training.baseline import train_baseline
@@ -51,3 +53,4 @@ def test_cnn_baseline_without_a_budget_runs_its_steps(tmp_path):
     summary = train_baseline(REPO / "configs" / "spacy_cnn.cfg", tmp_path / "run", overrides, gpu_id=-1)
     assert summary.details["ended_by"].startswith("spacy") and summary.steps == 6
     assert [p["step"] for p in summary.details["curve"]] == [0, 3, 6]
+    assert summary.details["threads"] == torch.get_num_threads()  # the summary says what the run used

@@ -60,9 +60,13 @@ def test_a_fresh_run_replaces_its_earlier_result_and_the_others_are_kept(tmp_pat
     assert table["NCBI-disease"]["kogner"] == 83.28 and table["NCBI-disease"]["spacy_cnn"] == 78.71
     assert table["NCBI-disease"]["cpus"]["spacy_cnn"] == "Old CPU" and table["NCBI-disease"]["steps"]["kogner"] is None
     md = (tmp_path / "results" / "indomain.md").read_text(encoding="utf8")
-    assert "| BC2GM | KoGNER student | 75.5 | 73.5 | **74.5** | 45.0 | 55.0 | 1400 | 3.5 | schedule | 2 | 2,000 |" in md
+    assert (
+        "| BC2GM | KoGNER student | 75.5 | 73.5 | **74.5** | 45.0 | 55.0 | 1400 | 3.5 | schedule | 2 | 2,000 | New CPU"
+        in md
+    )
     assert "| NCBI-disease | spaCy CNN ner | 82.7 | 75.1 | **78.7** | 30.5 | – |" in md
-    assert "CPU: New CPU, Old CPU." in md
+    assert "measured on 2 CPUs (New CPU; Old CPU)" in md
+    assert table["BC2GM"]["cpu"] == "New CPU"  # one box for the row: its name, not a per-system list
     assert (
         "Not run (no finished run summary and test score): NCBI-disease / spaCy trf+ner (MiniLM), BC2GM / spaCy CNN ner"
         in md

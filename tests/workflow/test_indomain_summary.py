@@ -78,6 +78,14 @@ def test_a_fresh_run_replaces_its_earlier_result_and_the_others_are_kept(tmp_pat
     assert again == table
 
 
+def test_a_row_from_two_boxes_names_each_systems_cpu(tmp_path):
+    _finished_student(tmp_path, "NCBI-disease", 84.0)  # New CPU, beside the earlier CNN row's Old CPU
+    (tmp_path / "earlier.json").write_text(json.dumps(EARLIER), encoding="utf8")
+    table = run_study("configs/indomain.cfg", _overrides(tmp_path, str(tmp_path / "earlier.json")), summary_only=True)
+    assert table["NCBI-disease"]["cpu"] == "kogner: New CPU; spacy_cnn: Old CPU"
+    assert table["BC2GM"]["cpu"] == "Old CPU"
+
+
 def test_without_an_earlier_summary_only_finished_runs_count(tmp_path):
     _finished_student(tmp_path, "BC2GM", 74.5)
     table = run_study("configs/indomain.cfg", _overrides(tmp_path, ""), summary_only=True)

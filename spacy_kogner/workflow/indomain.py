@@ -242,7 +242,8 @@ def _earlier_cells(path: str, study: StudySettings) -> dict[tuple[str, str], dic
             if isinstance(entry, dict) and system in entry:
                 fields = {key: entry.get(key) if isinstance(entry.get(key), dict) else {} for key in CELL_FIELDS}
                 cell = {key: fields[key].get(system) for key in CELL_FIELDS}
-                cell["cpus"] = cell["cpus"] or entry.get("cpu")
+                if not isinstance(entry.get("cpus"), dict):  # the older shape: one "cpu" name for the row
+                    cell["cpus"] = entry.get("cpu")
                 cell["curve"] = cell["curve"] or []
                 cells[corpus, system] = {"f": entry[system], **cell}
     return cells

@@ -22,6 +22,8 @@ from spacy_kogner.pipeline.precision import cpu_has_native_bf16
 from spacy_kogner.run_summary import cpu_model
 from spacy_kogner.training.distill import Distiller
 
+# torch's own dropout masks and AdamW loop: the settings before packed masks and the fused optimizer
+_TORCH_KERNELS = {"model.dropout_masks": "torch", "training.fused_optimizer": False}
 VARIANTS = {
     # name: overrides of configs/distill.cfg
     # (the base config has length buckets on: the first three switch them off)
@@ -29,10 +31,15 @@ VARIANTS = {
         "training.precision": "fp32",
         "model.span_dropout": "full",
         "training.bucket": 0,
+        **_TORCH_KERNELS,
     },
-    "fp32, shared span dropout": {"training.precision": "fp32", "training.bucket": 0},
-    "bf16, shared span dropout": {"training.precision": "bf16", "training.bucket": 0},
-    "bf16, shared span dropout, length buckets": {"training.precision": "bf16", "training.bucket": 50},
+    "fp32, shared span dropout": {"training.precision": "fp32", "training.bucket": 0, **_TORCH_KERNELS},
+    "bf16, shared span dropout": {"training.precision": "bf16", "training.bucket": 0, **_TORCH_KERNELS},
+    "bf16, shared span dropout, length buckets": {"training.precision": "bf16", **_TORCH_KERNELS},
+    "fp32, shared span dropout, length buckets": {"training.precision": "fp32", **_TORCH_KERNELS},
+    "fp32, buckets, fused AdamW": {"training.precision": "fp32", "model.dropout_masks": "torch"},
+    "fp32, buckets, fused AdamW, packed dropout masks": {"training.precision": "fp32"},
+    "bf16, buckets, fused AdamW, packed dropout masks": {"training.precision": "bf16"},
 }
 
 
@@ -44,10 +51,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-sizes", default="8,32")
     parser.add_argument("--out", default="results/bench_train.json")
+    parser.add_argument("--variants", default="", help="variant names separated by ';' (default: all)")
     args = parser.parse_args()
+    wanted = [v.strip() for v in args.variants.split(";") if v.strip()]
     rows = []
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         for name, extra in VARIANTS.items():
+            if wanted and name not in wanted:
+                continue
             overrides = {"paths.train": args.train, "paths.dev": "", "paths.teacher": "", "training.b": 0.0,
                          "training.batch_size": batch_size, "training.steps": 100_000, **extra}  # fmt: skip
             trainer = Distiller(load_config(args.config, overrides), "/tmp/kogner-bench-train")

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ..config import ConfigError, load_config, read_section, require
 from ..data.labels import label_family, label_prompt, load_label_table, prompt_variants
+from ..pipeline.dropout import use_packed_dropout
 from ..pipeline.gliner_compat import training_collator
 from ..pipeline.precision import PRECISIONS, autocast, resolve_precision
 from ..pipeline.span_model import SpanModel
@@ -47,6 +48,7 @@ from .schedule import SCHEDULERS, Schedule
 SECTIONS = ("paths", "model", "heads", "training")
 LOSS_NORMS = ("sum", "per_span")
 SPAN_DROPOUTS = ("shared", "full")
+DROPOUT_MASKS = ("packed", "torch")
 
 
 @dataclass
@@ -78,9 +80,12 @@ class ModelSettings:
     hidden_size: int
     dropout: float
     span_dropout: str = "shared"
+    # "packed": dropout masks from packed 16-bit draws (pipeline/dropout.py); "torch": torch's own
+    dropout_masks: str = "packed"
 
     def __post_init__(self) -> None:
         require(self.span_dropout in SPAN_DROPOUTS, f"model.span_dropout must be one of {SPAN_DROPOUTS}")
+        require(self.dropout_masks in DROPOUT_MASKS, f"model.dropout_masks must be one of {DROPOUT_MASKS}")
 
 
 @dataclass
@@ -150,6 +155,9 @@ class TrainingSettings:
     stop_after: int
     num_threads: int
     prefetch: str
+    # AdamW's fused kernel (one pass over every parameter; measured 5× faster than the per-tensor
+    # loop over the student's 34 M parameters on a 2-core CPU); false = torch's default loop
+    fused_optimizer: bool = True
 
     def __post_init__(self) -> None:
         require(self.a >= 0 and self.b >= 0, f"training.a and training.b must be >= 0 (got a={self.a}, b={self.b})")
@@ -255,6 +263,8 @@ class Distiller:
             paths.init_model, max_width=m.max_width, max_len=m.max_len, hidden_size=m.hidden_size, dropout=m.dropout
         ).to(self.device)
         self.student.shared_span_dropout = m.span_dropout == "shared"
+        if m.dropout_masks == "packed":
+            use_packed_dropout(self.student.gliner)
         self.student.set_precision(t.precision)
         self.store = self._load_teacher(paths.teacher) if paths.teacher else None
         h = self.config.heads
@@ -265,6 +275,8 @@ class Distiller:
         frozen = t.dist_loss in FROZEN_TEACHER
         self.heads = DistillHeads(self.student.hidden_size, teacher_dim, h.hidden, h.shared, h.dropout, frozen)
         self.heads.to(self.device)
+        if m.dropout_masks == "packed":
+            use_packed_dropout(self.heads)
         self.balancer = ShareBalancer(t.balance_momentum)
         self.collator = training_collator(self.student.gliner)
         self.batches = Prefetcher(self._batch, self.steps, _prefetch_on(t.prefetch, self.device))
@@ -303,7 +315,7 @@ class Distiller:
         others = [p for p in self.student.parameters() if id(p) not in enc_ids]
         others += [p for p in self.heads.parameters() if p.requires_grad]
         groups = [{"params": encoder, "lr": self.t.lr_encoder}, {"params": others, "lr": self.t.lr_others}]
-        return torch.optim.AdamW(groups, weight_decay=self.t.weight_decay)
+        return torch.optim.AdamW(groups, weight_decay=self.t.weight_decay, fused=self.t.fused_optimizer or None)
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         self.schedule = Schedule(self.t.scheduler, int(self.t.warmup_ratio * self.steps), self.steps)

@@ -104,3 +104,29 @@ def test_a_saved_model_holds_no_build_machine_path(span_model, tmp_path):
     assert config["model_name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert "/work/" not in (tmp_path / "m" / "gliner_config.json").read_text()
     assert SpanModel.load(tmp_path / "m").max_width == span_model.max_width
+
+
+@pytest.mark.parametrize("n_labels", [1, 3])
+def test_span_label_scores_have_bmm_gradients(n_labels):
+    """The factorised head's label scoring (custom backward for few labels) gives bmm's own values
+    and gradients, and runs under bf16 autocast with each gradient in its input's dtype."""
+    from spacy_kogner.pipeline.span_model import _SpanLabelScores
+
+    torch.manual_seed(0)
+    spans = torch.randn(2, 30, 16, requires_grad=True)
+    labels = torch.randn(2, n_labels, 16, requires_grad=True)
+    weights = torch.randn(2, 30, n_labels)
+    (torch.bmm(spans, labels.transpose(1, 2)) * weights).sum().backward()
+    want = spans.grad.clone(), labels.grad.clone()
+    spans.grad = labels.grad = None
+    out = _SpanLabelScores.apply(spans, labels)
+    assert torch.allclose(out, torch.bmm(spans, labels.transpose(1, 2)))
+    (out * weights).sum().backward()
+    assert torch.allclose(spans.grad, want[0], atol=1e-5) and torch.allclose(labels.grad, want[1], atol=1e-5)
+    spans.grad = labels.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _SpanLabelScores.apply(spans, labels)
+    assert out.dtype == torch.bfloat16
+    (out.float() * weights).sum().backward()
+    assert spans.grad.dtype == labels.grad.dtype == torch.float32
+    assert torch.allclose(labels.grad, want[1], rtol=0.05, atol=0.5)

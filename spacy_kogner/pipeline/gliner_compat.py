@@ -228,13 +228,26 @@ def training_collator(model: Any) -> Any:
 class MarkerHead:
     """GLiNER's markerV0 span head, split into the parts the factorised scoring multiplies.
 
-    span vector = ``second(dropout(relu(first([relu(start(x_l)) ; relu(end(x_l+k))]))))``."""
+    span vector = ``second(dropout(relu(first([relu(start(x_l)) ; relu(end(x_l+k))]))))``.
+    ``first``, ``dropout`` and ``second`` are read from ``out_project`` at each use, not kept: a
+    layer swapped into the model later (``pipeline/dropout.use_packed_dropout``) is the one used,
+    and ``train()``/``eval()`` on the model reach it."""
 
     project_start: torch.nn.Module
     project_end: torch.nn.Module
-    first: torch.nn.Linear
-    dropout: torch.nn.Module
-    second: torch.nn.Linear
+    out_project: torch.nn.Sequential
+
+    @property
+    def first(self) -> torch.nn.Linear:
+        return self.out_project[0]
+
+    @property
+    def dropout(self) -> torch.nn.Module:
+        return self.out_project[2]
+
+    @property
+    def second(self) -> torch.nn.Linear:
+        return self.out_project[-1]
 
 
 def marker_head(model: Any) -> MarkerHead | None:
@@ -246,8 +259,7 @@ def marker_head(model: Any) -> MarkerHead | None:
     context = getattr(rep_layer, "context_encoder", None)
     if not isinstance(marker, SpanMarkerV0) or type(context).__name__ != "IdentityContextEncoder":
         return None
-    out = marker.out_project
-    return MarkerHead(marker.project_start, marker.project_end, out[0], out[2], out[-1])
+    return MarkerHead(marker.project_start, marker.project_end, marker.out_project)
 
 
 def word_and_prompt_reps(

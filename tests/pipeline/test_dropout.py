@@ -64,3 +64,26 @@ def test_every_dropout_of_a_real_gliner_model_is_swapped_and_scores_are_unchange
     assert [m.p for m in model.gliner.modules() if isinstance(m, PackedDropout)] == rates
     after = model.score_windows([["BRCA1", "causes", "breast", "cancer"]], ["disease", "gene"]).probs
     assert torch.equal(before, after)
+
+
+def test_swapped_span_head_dropout_is_the_one_the_factorised_head_uses(span_model):
+    """The factorised span head reads its dropout from the model at each use: after the swap it is
+    the PackedDropout, and train()/eval() on the model switch it (a reference kept from before the
+    swap would stay in whatever mode it had and drop nothing, or drop at inference)."""
+    model = copy.deepcopy(span_model)
+    use_packed_dropout(model.gliner)
+    head = model._head
+    assert isinstance(head.dropout, PackedDropout) and head.dropout.p > 0
+    model.train(True)
+    assert head.dropout.training
+    model.train(False)
+    assert not head.dropout.training
+    batch = model.collate([model.model_words(["BRCA1", "causes", "breast", "cancer", "."])], ["disease"])
+    with torch.enable_grad():  # the training path of the head
+        plain = model._factorised(batch)[1]
+        head.dropout.train(True)  # only the span head's dropout, so the encoder's output is the same
+        dropped = model._factorised(batch)[1]
+    live = plain > 0
+    kept = dropped[live] != 0
+    assert 0.3 < 1 - kept.float().mean().item() < 0.5  # p = 0.4 of the live units dropped
+    assert torch.allclose(dropped[live][kept], plain[live][kept] / 0.6, rtol=1e-4)

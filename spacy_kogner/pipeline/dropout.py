@@ -14,6 +14,8 @@ swap (dropout layers have no weights).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 _INT16_MIN = -(2**15)
@@ -23,13 +25,20 @@ _INT64 = torch.iinfo(torch.int64)
 def packed_keep_mask(shape: torch.Size | tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
     """A ``{0, 1/(1-p)}`` mask of ``shape`` in ``like``'s dtype and device: 1/(1-p) with probability
     ~(1 - p). Multiply it into the activations to apply dropout."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     words = torch.randint(_INT64.min, _INT64.max, ((count + 3) // 4,), dtype=torch.int64, device=like.device)
     draws = words.view(torch.int16)[:count].view(shape)
     keep = draws >= _INT16_MIN + round(p * 2**16)
     return keep.to(like.dtype) * (1.0 / (1.0 - p))
+
+
+def keep_mask(layer: torch.nn.Dropout, shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """The ``{0, 1/(1-p)}`` mask ``layer`` would draw for ``shape`` (packed for a ``PackedDropout``,
+    torch's bernoulli otherwise): for dropout that shares one mask across a broadcast dimension."""
+    if isinstance(layer, PackedDropout):
+        return packed_keep_mask(shape, layer.p, like)
+    keep = 1.0 - layer.p
+    return torch.empty(shape, device=like.device, dtype=like.dtype).bernoulli_(keep) / keep
 
 
 class PackedDropout(torch.nn.Dropout):

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from . import gliner_compat as compat
-from .dropout import PackedDropout, packed_keep_mask
+from .dropout import keep_mask
 from .hub import DEFAULT_ENCODER, downloads_allowed, quiet_tokenizers, resolve_encoder
 from .precision import autocast, resolve_precision
 
@@ -440,11 +440,7 @@ class SpanModel:
         if not (dropout.training and self.shared_span_dropout and getattr(dropout, "p", 0.0) > 0):
             return dropout(hidden)
         batch, length, _, size = hidden.shape
-        if isinstance(dropout, PackedDropout):
-            return hidden * packed_keep_mask((batch, length, 1, size), dropout.p, hidden)
-        keep = 1.0 - dropout.p
-        mask = torch.empty((batch, length, 1, size), device=hidden.device, dtype=hidden.dtype).bernoulli_(keep)
-        return hidden * mask / keep
+        return hidden * keep_mask(dropout, (batch, length, 1, size), hidden)
 
     def train_forward(
         self, inputs: dict[str, Any], spans: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, **loss_kwargs: Any

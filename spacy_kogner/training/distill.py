@@ -263,8 +263,6 @@ class Distiller:
             paths.init_model, max_width=m.max_width, max_len=m.max_len, hidden_size=m.hidden_size, dropout=m.dropout
         ).to(self.device)
         self.student.shared_span_dropout = m.span_dropout == "shared"
-        if m.dropout_masks == "packed":
-            use_packed_dropout(self.student.gliner)
         self.student.set_precision(t.precision)
         self.store = self._load_teacher(paths.teacher) if paths.teacher else None
         h = self.config.heads
@@ -276,7 +274,8 @@ class Distiller:
         self.heads = DistillHeads(self.student.hidden_size, teacher_dim, h.hidden, h.shared, h.dropout, frozen)
         self.heads.to(self.device)
         if m.dropout_masks == "packed":
-            use_packed_dropout(self.heads)
+            for module in (self.student.gliner, self.heads):
+                use_packed_dropout(module)
         self.balancer = ShareBalancer(t.balance_momentum)
         self.collator = training_collator(self.student.gliner)
         self.batches = Prefetcher(self._batch, self.steps, _prefetch_on(t.prefetch, self.device))

@@ -86,6 +86,8 @@ class ModelSettings:
     def __post_init__(self) -> None:
         require(self.span_dropout in SPAN_DROPOUTS, f"model.span_dropout must be one of {SPAN_DROPOUTS}")
         require(self.dropout_masks in DROPOUT_MASKS, f"model.dropout_masks must be one of {DROPOUT_MASKS}")
+        # the masks scale kept units by 1/(1 - p): p = 1 would divide by zero
+        require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -105,6 +107,7 @@ class HeadSettings:
 
     def __post_init__(self) -> None:
         require(all(w >= 0 for w in self.block_weights), "heads.block_weights must be >= 0")
+        require(0.0 <= self.dropout < 1.0, f"heads.dropout must be in [0, 1), got {self.dropout}")
         require(self.teacher_rows in TEACHER_ROWS, f"heads.teacher_rows must be one of {TEACHER_ROWS}")
 
 

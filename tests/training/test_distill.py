@@ -331,6 +331,15 @@ def test_an_unknown_prefetch_mode_is_refused(tmp_path):
         distill(CFG, tmp_path / "run", overrides(tmp_path, **{"training.prefetch": "yes"}))
 
 
+@pytest.mark.parametrize("key", ["model.dropout", "heads.dropout"])
+@pytest.mark.parametrize("rate", [1.0, -0.1])
+def test_a_dropout_rate_outside_0_1_is_refused(tmp_path, key, rate):
+    """The dropout masks scale kept units by 1/(1 - p): p = 1 gave a ZeroDivisionError (packed)
+    or NaN (torch's mask) mid-training instead of a config error."""
+    with pytest.raises(ConfigError, match=rf"{key} must be in \[0, 1\)"):
+        distill(CFG, tmp_path / "run", overrides(tmp_path, **{key: rate}))
+
+
 def test_paired_step_cost_trains_each_batch_with_and_without_the_kg_term(tmp_path):
     """Every batch twice, b = 0 and b > 0 (order alternating): positive times, the ratios they
     give, b restored afterwards; b = 0 has nothing to compare and is refused."""

@@ -270,8 +270,8 @@ def render_markdown(cells: dict[tuple[str, str], dict[str, Any]], study: StudySe
             cols = [
                 corpus, SYSTEM_NAMES[system], f"{c['precision']:.1f}", f"{c['recall']:.1f}", f"**{c['f']:.1f}**",
                 _text(c["train_minutes"], ".1f"), _text(c["wall_minutes"], ".1f"), _text(c["steps"]),
-                _text(c["epochs"]), _text(c["ended_by"]), _text(c["threads"]), _text(c["words_per_s"] or None, ",.0f"),
-                _text(c["cpus"]),
+                _text(c["epochs"], ".1f"), _text(c["ended_by"]), _text(c["threads"]),
+                _text(c["words_per_s"] or None, ",.0f"), _text(c["cpus"]),
             ]  # fmt: skip
             lines.append("| " + " | ".join(cols) + " |")
     cpus = sorted({c["cpus"] for c in cells.values() if c["cpus"]})

@@ -28,7 +28,7 @@ def _finished_student(tmp_path: Path, corpus: str, f: float) -> None:
     """What a finished student run leaves: its run summary, curve and the harness's score row."""
     run = tmp_path / "training" / corpus / "kogner"
     (run / "model-best").mkdir(parents=True)
-    details = {"budget_clock_s": 2700.0, "epochs": 3.5, "ended_by": "schedule", "threads": 2}
+    details = {"budget_clock_s": 2700.0, "epochs": 3.54, "ended_by": "schedule", "threads": 2}
     RunSummary(system="kogner", steps=1400, seed=1, wall_s=3300.0, cpu="New CPU", details=details).write(run)
     curve = [
         {"step": 200, "elapsed_s": 300.0, "dev_f": 0.61, "test_f": 0.6},

@@ -130,8 +130,22 @@ def test_smoke_profile_runs_the_whole_workflow(tmp_path: Path) -> None:
 
     rows = json.loads((project / "results/results.json").read_text(encoding="utf8"))["rows"]
     assert {r["protocol"] for r in rows} == {"in-domain", "paper"}
-    assert {r["system"] for r in rows} == {"KoGNER", "spaCy CNN ner", "spaCy trf+ner"}
+    assert {r["system"] for r in rows} == {"KoGNER", "spaCy CNN ner"}
     assert all(r["profile"] == PROFILE and r["steps"] is not None for r in rows)
+
+    # the spaCy transformer baseline (workflow `trf`, after `all`) joins the same results table
+    trf = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", "trf", str(project), "--vars.profile", PROFILE],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert trf.returncode == 0, trf.stdout[-4000:] + trf.stderr[-4000:]
+    rows = json.loads((project / "results/results.json").read_text(encoding="utf8"))["rows"]
+    assert {r["system"] for r in rows} == {"KoGNER", "spaCy CNN ner", "spaCy trf+ner"}
+    trf_rows = [r for r in rows if r["system"] == "spaCy trf+ner"]
+    assert [(r["protocol"], r["train"]) for r in trf_rows] == [("in-domain", config["vars"]["indomain"])]
 
     # the in-domain study: the student and both spaCy baselines on the same slice, one summary
     study = subprocess.run(

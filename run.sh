@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command on a fresh machine: install, then run the whole workflow on its default profile.
-#   ./run.sh                       # profile "quick" (every trained system capped at 12 minutes)
+#   ./run.sh                       # profile "quick" (every trained system capped at 12 minutes; 55 min on a 2-core AMD EPYC)
 #   ./run.sh --vars.profile smoke  # a few minutes
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -103,15 +103,19 @@ def test_smoke_profile_runs_the_whole_workflow(tmp_path: Path) -> None:
 
     project = copy_project(tmp_path / "project")
     env = dict(os.environ, KOGNER_ASSETS_MIRROR=str(MIRROR), PYTHONPATH=str(project))
+
+    def run_workflow(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "spacy", "project", "run", name, str(project), "--vars.profile", PROFILE],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "spacy", "project", "run", "all", str(project), "--vars.profile", PROFILE],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    proc = run_workflow("all")
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -134,13 +138,7 @@ def test_smoke_profile_runs_the_whole_workflow(tmp_path: Path) -> None:
     assert all(r["profile"] == PROFILE and r["steps"] is not None for r in rows)
 
     # the spaCy transformer baseline (workflow `trf`, after `all`) joins the same results table
-    trf = subprocess.run(
-        [sys.executable, "-m", "spacy", "project", "run", "trf", str(project), "--vars.profile", PROFILE],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    trf = run_workflow("trf")
     assert trf.returncode == 0, trf.stdout[-4000:] + trf.stderr[-4000:]
     rows = json.loads((project / "results/results.json").read_text(encoding="utf8"))["rows"]
     assert {r["system"] for r in rows} == {"KoGNER", "spaCy CNN ner", "spaCy trf+ner"}
@@ -148,13 +146,7 @@ def test_smoke_profile_runs_the_whole_workflow(tmp_path: Path) -> None:
     assert [(r["protocol"], r["train"]) for r in trf_rows] == [("in-domain", config["vars"]["indomain"])]
 
     # the in-domain study: the student and both spaCy baselines on the same slice, one summary
-    study = subprocess.run(
-        [sys.executable, "-m", "spacy", "project", "run", "indomain", str(project), "--vars.profile", PROFILE],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    study = run_workflow("indomain")
     assert study.returncode == 0, study.stdout[-4000:] + study.stderr[-4000:]
     table = json.loads((project / f"results/{PROFILE}/indomain.json").read_text(encoding="utf8"))
     assert set(table) == {"NCBI-disease"} and {"kogner", "spacy_cnn", "spacy_trf"} <= set(table["NCBI-disease"])

@@ -161,6 +161,8 @@ class TrainingSettings:
     # AdamW's fused kernel (one pass over every parameter; measured 5× faster than the per-tensor
     # loop over the student's 34 M parameters on a 2-core CPU); false = torch's default loop
     fused_optimizer: bool = True
+    # a pooled corpus's sources weigh n_s ** source_balance in each epoch (batches.BatchPlan); 1 = as pooled
+    source_balance: float = 1.0
 
     def __post_init__(self) -> None:
         require(self.a >= 0 and self.b >= 0, f"training.a and training.b must be >= 0 (got a={self.a}, b={self.b})")
@@ -185,6 +187,7 @@ class TrainingSettings:
         require(0 <= self.balance_momentum < 1, "training.balance_momentum must be in [0, 1)")
         require(0 < self.train_fraction <= 1, "training.train_fraction must be in (0, 1]")
         require(0 <= self.prompt_variation <= 1, "training.prompt_variation must be in [0, 1]")
+        require(0 <= self.source_balance <= 1, "training.source_balance must be in [0, 1]")
 
 
 @dataclass
@@ -255,7 +258,14 @@ class Distiller:
         self.calibration = read_records(paths.calibration) if paths.calibration else []
         if not self.train:
             raise ConfigError(f"Training corpus {paths.train} has no sentences")
-        self.plan = BatchPlan([len(r.tokens) for r in self.train], t.batch_size, t.seed, t.bucket)
+        self.plan = BatchPlan(
+            [len(r.tokens) for r in self.train],
+            t.batch_size,
+            t.seed,
+            t.bucket,
+            sources=[r.corpus for r in self.train],
+            balance=t.source_balance,
+        )
         self.steps = self._total_steps()
         # evaluate (and checkpoint at each evaluation) a fixed number of times per epoch when set,
         # so one profile fits corpora of every size
@@ -716,7 +726,8 @@ class Distiller:
                 "scheduled_steps": steps, "schedule_horizon": self.schedule.horizon, "ended_by": ended,
                 "epochs": done / self.plan.per_epoch, "budget_clock_s": budget_clock, "curve_s": self.curve_s,
                 "precision": "bf16" if self.amp is not None else "fp32", "batch_size": self.t.batch_size,
-                "bucket": self.t.bucket, "threshold": tuned.get("threshold", self.t.eval_threshold),
+                "bucket": self.t.bucket, "source_balance": self.t.source_balance,
+                "epoch_sources": self.plan.shares(), "threshold": tuned.get("threshold", self.t.eval_threshold),
                 "dev_f_by_threshold": tuned.get("by_threshold"),
                 "prompt_thresholds": tuned.get("prompt_thresholds", {}), "calibration": tuned.get("by_prompt"),
                 "dev_f_calibrated": tuned.get("dev_f_calibrated"), "dev_threshold": tuned.get("dev_threshold"),

@@ -61,6 +61,36 @@ def test_length_buckets_cover_each_epoch_once_with_similar_lengths():
     assert plan(plan.per_epoch) != plan(0)  # the next epoch is shuffled anew
 
 
+def test_source_balance_gives_small_sources_their_share_and_alpha_one_changes_nothing():
+    from collections import Counter
+
+    import numpy as np
+
+    from spacy_kogner.config import ConfigError
+    from spacy_kogner.training.batches import BatchPlan
+
+    sources = ["small"] * 100 + ["large"] * 900
+    lengths = np.random.default_rng(1).integers(3, 60, size=1000).tolist()
+    as_pooled = BatchPlan(lengths, batch_size=10, seed=3, bucket=5, sources=sources, balance=1.0)
+    plain = BatchPlan(lengths, batch_size=10, seed=3, bucket=5)
+    assert [as_pooled(s) for s in range(120)] == [plain(s) for s in range(120)]  # alpha 1: the same batches
+    assert as_pooled.shares() == {"large": 900, "small": 100}
+
+    for alpha, small in ((0.5, 250), (0.0, 500)):  # sqrt: 10 / (10 + 30); uniform: half each
+        plan = BatchPlan(lengths, batch_size=10, seed=3, bucket=5, sources=sources, balance=alpha)
+        assert plan.shares() == {"large": 1000 - small, "small": small}
+        epoch = [i for step in range(plan.per_epoch) for i in plan(step)]
+        assert len(epoch) == 1000  # the epoch keeps its length
+        drawn = Counter(epoch)
+        assert sum(n for i, n in drawn.items() if i < 100) == small
+        assert all(i < 100 or n == 1 for i, n in drawn.items())  # a large source's sentences at most once
+        assert {drawn[i] for i in range(100)} <= {small // 100, -(-small // 100)}  # each once before any twice
+        next_epoch = {i for step in range(plan.per_epoch, 2 * plan.per_epoch) for i in plan(step) if i >= 100}
+        assert next_epoch != {i for i in epoch if i >= 100}  # another subset of the large source
+    with pytest.raises(ConfigError, match="source balance must be in"):
+        BatchPlan(lengths, batch_size=10, seed=3, sources=sources, balance=1.5)
+
+
 def test_prefetcher_builds_the_next_batch_in_the_background_and_in_order():
     import threading
 

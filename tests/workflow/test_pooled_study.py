@@ -129,8 +129,12 @@ def test_a_leave_one_out_run_is_built_trained_and_scored_on_the_held_out_corpus(
     details = json.loads((tmp_path / "training/loco/B/metrics.json").read_text())["details"]
     assert details["calibration"]["chemical"]["source"] == "calibration"
     assert details["calibration"]["disease"]["source"] == "dev"
+    # [study] source_balance reaches the run; a pool of one gold corpus has nothing to balance
+    assert details["source_balance"] == load_config("configs/pooled.cfg")["study"]["source_balance"]
+    assert details["epoch_sources"] == {"A": len(SENTENCES)}
     summary = run_study("configs/pooled.cfg", overrides, summary_only=True)
     assert summary["runs"]["loco/B"]["prompt_thresholds"] == details["prompt_thresholds"]
+    assert summary["runs"]["loco/B"]["source_balance"] == details["source_balance"]
     assert set(summary["loco"]) == {"B"} and summary["heldout_labels"] == {}  # "chemical" was silver-trained
 
 
@@ -161,7 +165,8 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
     run = Path(paths["training"]) / "loco/JNLPBA"
     run.mkdir(parents=True)
     details = {"budget_clock_s": 1440.0, "epochs": 0.9, "ended_by": "schedule", "threads": 2, "precision": "fp32",
-               "threshold": 0.5, "prompt_thresholds": {"protein": 0.55, "chemical": 0.3}}  # fmt: skip
+               "threshold": 0.5, "prompt_thresholds": {"protein": 0.55, "chemical": 0.3},
+               "source_balance": 0.5}  # fmt: skip
     RunSummary(system="kogner", steps=700, seed=1, wall_s=1500, best_dev_f=0.6, train_sentences=7,
                cpu="New CPU", details=details).write(run)  # fmt: skip
     results = Path(paths["results"])
@@ -187,10 +192,11 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
     assert list(summary["runs"]) == ["pooled", "loco/JNLPBA", "loco/NCBI-disease"]
     md = (results / "pooled.md").read_text(encoding="utf8")
     assert (
-        "| loco/JNLPBA | 700 | 0.90 | schedule | 24.0 | 2 | fp32 | 7 | 60.00 "
+        "| loco/JNLPBA | 700 | 0.90 | schedule | 24.0 | 2 | fp32 | 0.5 | 7 | 60.00 "
         "| 0.5; chemical 0.3, protein 0.55 | New CPU |" in md
     )
-    assert "| pooled (*earlier*) | 400 | – | – | 25.0 | – | – | 9 | 50.00 | – | Old CPU |" in md
+    # a run from before source balance existed pooled its sources as they are (1.0)
+    assert "| pooled (*earlier*) | 400 | – | – | 25.0 | – | – | 1.0 | 9 | 50.00 | – | Old CPU |" in md
     # summarising the summary again changes nothing
     again = run_study("configs/pooled.cfg", {**overrides, "paths.earlier": str(results / "pooled.json")},
                       summary_only=True)  # fmt: skip

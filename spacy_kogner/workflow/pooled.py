@@ -47,6 +47,7 @@ class PooledStudySettings:
     prompt_variation: float
     cross_negatives: bool
     source_balance: float
+    seed: int
     max_dev_sentences: int
     pooled_steps: int
     pooled_minutes: float
@@ -139,6 +140,7 @@ def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folde
         "training.prompt_variation": study.prompt_variation,
         "training.cross_negatives": study.cross_negatives,
         "training.source_balance": study.source_balance,
+        "training.seed": study.seed,
         "training.num_threads": study.threads,
         "training.steps": study.pooled_steps if pooled else study.loco_steps,
         "training.max_minutes": study.pooled_minutes if pooled else study.loco_minutes,
@@ -260,7 +262,7 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
             "threads": d.get("threads"), "cpu": rs.cpu, "train_sentences": rs.train_sentences,
             "best_dev_f": rs.best_dev_f, "precision": d.get("precision"), "threshold": d.get("threshold"),
             "prompt_thresholds": d.get("prompt_thresholds", {}), "source_balance": d.get("source_balance", 1.0),
-            "epoch_sources": d.get("epoch_sources"),
+            "epoch_sources": d.get("epoch_sources"), "seed": rs.seed,
         }  # fmt: skip
         for corpus in _tests_of(name, cfg):
             score = results / "pooled" / f"{name.replace('/', '__')}__{corpus}.json"
@@ -392,17 +394,17 @@ def render_markdown(summary: dict[str, Any]) -> str:
         '"train min" is the budget clock (steps and dev evaluations); runs marked *earlier* come from the',
         "committed summary of an earlier session (their folders are not on this machine).",
         "",
-        "| run | steps | epochs | ended by | train min | threads | precision | source balance | train sentences "
+        "| run | seed | steps | epochs | ended by | train min | threads | precision | source balance | train sentences "
         "| best dev F1 | thresholds (any prompt without its own; own per prompt, tuned on dev) | CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["runs"].items():
         dev = f"{100 * r['best_dev_f']:.2f}" if r.get("best_dev_f") is not None else "–"
         epochs = f"{r['epochs']:.2f}" if r.get("epochs") is not None else "–"
         label = f"{name} (*earlier*)" if r.get("earlier") else name
-        cells = [label, r["steps"], epochs, r.get("ended_by") or "–", r["train_minutes"], r.get("threads") or "–",
-                 r.get("precision") or "–", r.get("source_balance", 1.0), r["train_sentences"], dev, _thresholds(r),
-                 r["cpu"]]  # fmt: skip
+        cells = [label, r.get("seed", "–"), r["steps"], epochs, r.get("ended_by") or "–", r["train_minutes"],
+                 r.get("threads") or "–", r.get("precision") or "–", r.get("source_balance", 1.0),
+                 r["train_sentences"], dev, _thresholds(r), r["cpu"]]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if summary.get("not_run"):  # a table never hides the runs it lacks
         lines += ["", f"Not run (no finished run summary): {', '.join(summary['not_run'])}."]

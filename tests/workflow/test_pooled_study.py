@@ -135,6 +135,8 @@ def test_a_leave_one_out_run_is_built_trained_and_scored_on_the_held_out_corpus(
     summary = run_study("configs/pooled.cfg", overrides, summary_only=True)
     assert summary["runs"]["loco/B"]["prompt_thresholds"] == details["prompt_thresholds"]
     assert summary["runs"]["loco/B"]["source_balance"] == details["source_balance"]
+    # [study] seed is the run's training seed
+    assert summary["runs"]["loco/B"]["seed"] == load_config("configs/pooled.cfg")["study"]["seed"]
     assert set(summary["loco"]) == {"B"} and summary["heldout_labels"] == {}  # "chemical" was silver-trained
 
 
@@ -192,11 +194,11 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
     assert list(summary["runs"]) == ["pooled", "loco/JNLPBA", "loco/NCBI-disease"]
     md = (results / "pooled.md").read_text(encoding="utf8")
     assert (
-        "| loco/JNLPBA | 700 | 0.90 | schedule | 24.0 | 2 | fp32 | 0.5 | 7 | 60.00 "
+        "| loco/JNLPBA | 1 | 700 | 0.90 | schedule | 24.0 | 2 | fp32 | 0.5 | 7 | 60.00 "
         "| 0.5; chemical 0.3, protein 0.55 | New CPU |" in md
     )
     # a run from before source balance existed pooled its sources as they are (1.0)
-    assert "| pooled (*earlier*) | 400 | – | – | 25.0 | – | – | 1.0 | 9 | 50.00 | – | Old CPU |" in md
+    assert "| pooled (*earlier*) | – | 400 | – | – | 25.0 | – | – | 1.0 | 9 | 50.00 | – | Old CPU |" in md
     # summarising the summary again changes nothing
     again = run_study("configs/pooled.cfg", {**overrides, "paths.earlier": str(results / "pooled.json")},
                       summary_only=True)  # fmt: skip

@@ -34,6 +34,8 @@ from ..run_summary import SUMMARY_FILE, RunSummary
 from .earlier import read_earlier
 
 POOLED = "pooled"
+# the runs-table name of a two-stage pooled student's first stage (stage1_dir)
+STAGE1 = "pooled/stage1"
 
 
 @dataclass
@@ -61,12 +63,19 @@ class PooledStudySettings:
     speed_sentences: int
     speed_labels: list[int]
     extra_labels: list[str]
+    # the model the pooled student starts from ("" = distill.cfg's init_model, a fresh span model): a
+    # GLiNER checkpoint folder or hub id
+    pooled_init: str = ""
+    # a second stage (0 = none): the pooled student of pooled_minutes is kept as stage 1 and continued
+    # from its best checkpoint under a fresh warm-up + cosine schedule fitted to this many minutes
+    pooled_continue_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.pooled_steps > 0 and self.loco_steps > 0, "[study] pooled_steps and loco_steps must be > 0")
         require(0 <= self.source_balance <= 1, "[study] source_balance must be in [0, 1]")
         require("{corpus}" in self.single_runs, "[study] single_runs must contain {corpus}")
         require(all(n > 0 for n in self.speed_labels), "[study] speed_labels must be positive label counts")
+        require(self.pooled_continue_minutes >= 0, "[study] pooled_continue_minutes must be >= 0")
 
 
 @dataclass
@@ -91,6 +100,11 @@ def runs_of(study: PooledStudySettings) -> list[str]:
 
 def run_dir(name: str, paths: PooledStudyPaths) -> Path:
     return Path(paths.training) / (f"{POOLED}/kogner" if name == POOLED else name)
+
+
+def stage1_dir(paths: PooledStudyPaths) -> Path:
+    """The first stage of a pooled student trained in two (``[study] pooled_continue_minutes``)."""
+    return Path(paths.training) / POOLED / "stage1"
 
 
 def corpus_dir(name: str, paths: PooledStudyPaths) -> Path:
@@ -120,10 +134,11 @@ def _build(name: str, cfg: Any, paths: PooledStudyPaths) -> Path:
 
 def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folder: Path) -> Path:
     """Distil one run (skipped when it finished before); the budget is [study]'s, the rest distill.cfg's."""
+    from ..pipeline.component import MODEL_DIR
     from ..training.distill import distill
 
     run = run_dir(name, paths)
-    if (run / SUMMARY_FILE).is_file() and (run / "model-best").is_dir():
+    if _finished(run):
         return run
     pooled = name == POOLED
     overrides = {
@@ -146,8 +161,20 @@ def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folde
         "training.max_minutes": study.pooled_minutes if pooled else study.loco_minutes,
         "training.eval_every": study.pooled_eval_every if pooled else study.loco_eval_every,
     }
+    if pooled and study.pooled_init:
+        overrides["paths.init_model"] = study.pooled_init
+    if pooled and study.pooled_continue_minutes > 0:
+        first = stage1_dir(paths)
+        if not _finished(first):
+            distill(study.distill_config, first, overrides)
+        overrides["paths.init_model"] = str(first / "model-best" / "kogner" / MODEL_DIR)
+        overrides["training.max_minutes"] = study.pooled_continue_minutes
     distill(study.distill_config, run, overrides)
     return run
+
+
+def _finished(run: Path) -> bool:
+    return (run / SUMMARY_FILE).is_file() and (run / "model-best").is_dir()
 
 
 def _score(name: str, corpus: str, study: PooledStudySettings, paths: PooledStudyPaths) -> dict[str, Any]:
@@ -254,16 +281,9 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
         if not (run / SUMMARY_FILE).is_file():
             continue
         _forget(summary, name)
-        rs = RunSummary.read(run / SUMMARY_FILE)
-        d = rs.details
-        summary["runs"][name] = {
-            "steps": rs.steps, "train_minutes": round(d.get("budget_clock_s", rs.wall_s) / 60, 1),
-            "wall_minutes": round(rs.wall_s / 60, 1), "epochs": d.get("epochs"), "ended_by": d.get("ended_by"),
-            "threads": d.get("threads"), "cpu": rs.cpu, "train_sentences": rs.train_sentences,
-            "best_dev_f": rs.best_dev_f, "precision": d.get("precision"), "threshold": d.get("threshold"),
-            "prompt_thresholds": d.get("prompt_thresholds", {}), "source_balance": d.get("source_balance", 1.0),
-            "epoch_sources": d.get("epoch_sources"), "seed": rs.seed,
-        }  # fmt: skip
+        summary["runs"][name] = _run_entry(run)
+        if name == POOLED and (stage1_dir(paths) / SUMMARY_FILE).is_file():
+            summary["runs"][STAGE1] = _run_entry(stage1_dir(paths))
         for corpus in _tests_of(name, cfg):
             score = results / "pooled" / f"{name.replace('/', '__')}__{corpus}.json"
             if not score.is_file():
@@ -291,7 +311,7 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
     elif "speed" in earlier:
         summary["speed"] = earlier["speed"]
     # in the study's order, whichever session each entry comes from
-    corpora, runs = list(cfg["pooled"]["corpora"]), runs_of(study)
+    corpora, runs = list(cfg["pooled"]["corpora"]), [POOLED, STAGE1, *runs_of(study)[1:]]
     for key, order in (("indomain", corpora), ("single", corpora), ("loco", study.heldout),
                        ("loco_per_label", study.heldout), ("runs", runs)):  # fmt: skip
         summary[key] = _ordered(summary[key], order)
@@ -305,6 +325,27 @@ def write_summary(cfg: Any, study: PooledStudySettings, paths: PooledStudyPaths)
 
 # the per-run tables of pooled.json (besides speed, paper_table2 and not_run)
 SUMMARY_TABLES = ("indomain", "single", "loco", "loco_per_label", "heldout_labels", "runs")
+
+
+def _run_entry(run: Path) -> dict[str, Any]:
+    """A run's line of the runs table: its budget, pace, thresholds and what it started from."""
+    rs = RunSummary.read(run / SUMMARY_FILE)
+    d = rs.details
+    return {
+        "steps": rs.steps, "train_minutes": round(d.get("budget_clock_s", rs.wall_s) / 60, 1),
+        "wall_minutes": round(rs.wall_s / 60, 1), "epochs": d.get("epochs"), "ended_by": d.get("ended_by"),
+        "threads": d.get("threads"), "cpu": rs.cpu, "train_sentences": rs.train_sentences,
+        "best_dev_f": rs.best_dev_f, "precision": d.get("precision"), "threshold": d.get("threshold"),
+        "prompt_thresholds": d.get("prompt_thresholds", {}), "source_balance": d.get("source_balance", 1.0),
+        "epoch_sources": d.get("epoch_sources"), "seed": rs.seed, "init": _init_model(run),
+    }  # fmt: skip
+
+
+def _init_model(run: Path) -> str:
+    """What the run's student started from (its ``config.cfg`` paths.init_model; "default" = the
+    shipped encoder, a fresh span model), so a continued run is never mistaken for a fresh one."""
+    cfg = run / "config.cfg"
+    return str(load_config(cfg)["paths"].get("init_model", "default")) if cfg.is_file() else "default"
 
 
 def _ordered(table: dict[str, Any], order: list[str]) -> dict[str, Any]:
@@ -321,6 +362,7 @@ def _forget(summary: dict[str, Any], name: str) -> None:
     """Drop the earlier entries of run ``name`` (a run finished here replaces them all)."""
     summary["runs"].pop(name, None)
     if name == POOLED:  # the single-corpus scores are the in-domain study's: re-read, not dropped
+        summary["runs"].pop(STAGE1, None)
         summary["indomain"].clear()
         return
     corpus = name.split("/", 1)[1]
@@ -394,16 +436,20 @@ def render_markdown(summary: dict[str, Any]) -> str:
         '"train min" is the budget clock (steps and dev evaluations); runs marked *earlier* come from the',
         "committed summary of an earlier session (their folders are not on this machine).",
         "",
-        "| run | seed | steps | epochs | ended by | train min | threads | precision | source balance | train sentences "
-        "| best dev F1 | thresholds (any prompt without its own; own per prompt, tuned on dev) | CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        '"starts from" is the model a run\'s student began with: "default" is a fresh span model on the',
+        "shipped encoder; a folder is a GLiNER checkpoint the run continued under its own schedule and budget.",
+        "",
+        "| run | seed | starts from | steps | epochs | ended by | train min | threads | precision "
+        "| source balance | train sentences | best dev F1 "
+        "| thresholds (any prompt without its own; own per prompt, tuned on dev) | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["runs"].items():
         dev = f"{100 * r['best_dev_f']:.2f}" if r.get("best_dev_f") is not None else "–"
         epochs = f"{r['epochs']:.2f}" if r.get("epochs") is not None else "–"
         label = f"{name} (*earlier*)" if r.get("earlier") else name
-        cells = [label, r.get("seed", "–"), r["steps"], epochs, r.get("ended_by") or "–", r["train_minutes"],
-                 r.get("threads") or "–", r.get("precision") or "–", r.get("source_balance", 1.0),
+        cells = [label, r.get("seed", "–"), r.get("init", "–"), r["steps"], epochs, r.get("ended_by") or "–",
+                 r["train_minutes"], r.get("threads") or "–", r.get("precision") or "–", r.get("source_balance", 1.0),
                  r["train_sentences"], dev, _thresholds(r), r["cpu"]]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if summary.get("not_run"):  # a table never hides the runs it lacks

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from spacy_kogner.config import ConfigError, load_config
+from spacy_kogner.pipeline.span_model import ModelLoadError
 from spacy_kogner.run_summary import RunSummary
 from spacy_kogner.workflow.pooled import run_study
 
@@ -55,6 +56,7 @@ def test_summary_from_finished_runs(tmp_path: Path) -> None:
     # protein was a training prompt of the run; cell_line and DNA never were
     assert summary["heldout_labels"] == {"DNA (JNLPBA)": 10.0, "cell_line (JNLPBA)": 20.0}
     assert summary["paper_table2"]["JNLPBA"] == 32.8 and summary["not_run"] == []
+    assert summary["runs"]["pooled"]["init"] == "default"  # no config.cfg: a fresh student
     md = (Path(paths["results"]) / "pooled.md").read_text(encoding="utf8")
     assert "| NCBI-disease | 80.00 | 81.5 | -1.50 |" in md
     assert "| JNLPBA | 23.33 | 32.8 | -9.47 |" in md
@@ -139,6 +141,34 @@ def test_a_leave_one_out_run_is_built_trained_and_scored_on_the_held_out_corpus(
     assert summary["runs"]["loco/B"]["seed"] == load_config("configs/pooled.cfg")["study"]["seed"]
     assert set(summary["loco"]) == {"B"} and summary["heldout_labels"] == {}  # "chemical" was silver-trained
 
+    # [study] pooled_init: the model the pooled student starts from (here the leave-one-out student);
+    # pooled_continue_minutes: a second stage continues stage 1's best checkpoint; the leave-one-out
+    # runs keep distill.cfg's init_model
+    result = CliRunner().invoke(app, ["pooled-corpus", str(tmp_path / "corpora/pooled"), "--corpora", "A,B",
+                                      "--pooled.gold_dir", str(tmp_path / "gold/{corpus}"),
+                                      "--kg-nodes", str(tmp_path / "nodes.tsv")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (tmp_path / "sources" / "A").mkdir(parents=True)
+    write_iob(corpus("Disease"), tmp_path / "sources" / "A" / "test.tsv")
+    start = tmp_path / "training/loco/B/model-best/kogner/model"
+    pooled = {**overrides, "study.pooled_steps": 2, "study.pooled_eval_every": 1, "study.pooled_minutes": 0,
+              "study.speed_corpus": "A", "study.speed_labels": [1, 2]}  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="neither"):
+        run_study("configs/pooled.cfg", {**pooled, "study.pooled_init": str(tmp_path / "empty")}, only="pooled")
+    pooled.update({"study.pooled_init": str(start), "study.pooled_continue_minutes": 5})
+    assert run_study("configs/pooled.cfg", pooled, only="pooled") == {}
+    first = load_config(tmp_path / "training/pooled/stage1/config.cfg")
+    assert first["paths"]["init_model"] == str(start) and first["training"]["max_minutes"] == 0
+    second = load_config(tmp_path / "training/pooled/kogner/config.cfg")
+    stage1_model = str(tmp_path / "training/pooled/stage1/model-best/kogner/model")
+    assert second["paths"]["init_model"] == stage1_model and second["training"]["max_minutes"] == 5
+    assert load_config(tmp_path / "training/loco/B/config.cfg")["paths"]["init_model"] == "default"
+    summary = run_study("configs/pooled.cfg", pooled, summary_only=True)
+    assert list(summary["runs"]) == ["pooled", "pooled/stage1", "loco/B"]
+    assert summary["runs"]["pooled"]["init"] == stage1_model and summary["runs"]["pooled/stage1"]["init"] == str(start)
+    assert set(summary["indomain"]) == {"A", "B"} and set(summary["speed"]) >= {"1", "2"}
+
 
 EARLIER = {  # a committed summary of an earlier session (before runs logged epochs and how they ended)
     "indomain": {"NCBI-disease": 70.99, "JNLPBA": 64.86},
@@ -171,6 +201,8 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
                "source_balance": 0.5}  # fmt: skip
     RunSummary(system="kogner", steps=700, seed=1, wall_s=1500, best_dev_f=0.6, train_sentences=7,
                cpu="New CPU", details=details).write(run)  # fmt: skip
+    # the run continued an earlier student (its config.cfg says what it started from)
+    (run / "config.cfg").write_text('[paths]\ninit_model = "stage1/model"\n', encoding="utf8")
     results = Path(paths["results"])
     (results / "pooled").mkdir(parents=True)
     (results / "pooled" / "loco__JNLPBA__JNLPBA.json").write_text(json.dumps(_row({"protein": 50.0, "RNA": 10.0})))
@@ -185,6 +217,7 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
     # the earlier held-out scores of JNLPBA are gone (DNA is not in the new row), NCBI-disease had none
     assert summary["heldout_labels"] == {"RNA (JNLPBA)": 10.0}
     assert summary["runs"]["loco/JNLPBA"]["steps"] == 700 and "earlier" not in summary["runs"]["loco/JNLPBA"]
+    assert summary["runs"]["loco/JNLPBA"]["init"] == "stage1/model"
     assert summary["runs"]["loco/JNLPBA"]["train_minutes"] == 24.0 and summary["runs"]["loco/JNLPBA"]["epochs"] == 0.9
     assert summary["runs"]["pooled"]["earlier"] is True and summary["indomain"] == EARLIER["indomain"]
     assert summary["single"] == {"NCBI-disease": 84.42, "JNLPBA": 69.77}
@@ -194,11 +227,11 @@ def test_a_run_finished_here_replaces_its_earlier_entries_and_the_others_are_kep
     assert list(summary["runs"]) == ["pooled", "loco/JNLPBA", "loco/NCBI-disease"]
     md = (results / "pooled.md").read_text(encoding="utf8")
     assert (
-        "| loco/JNLPBA | 1 | 700 | 0.90 | schedule | 24.0 | 2 | fp32 | 0.5 | 7 | 60.00 "
+        "| loco/JNLPBA | 1 | stage1/model | 700 | 0.90 | schedule | 24.0 | 2 | fp32 | 0.5 | 7 | 60.00 "
         "| 0.5; chemical 0.3, protein 0.55 | New CPU |" in md
     )
     # a run from before source balance existed pooled its sources as they are (1.0)
-    assert "| pooled (*earlier*) | – | 400 | – | – | 25.0 | – | – | 1.0 | 9 | 50.00 | – | Old CPU |" in md
+    assert "| pooled (*earlier*) | – | – | 400 | – | – | 25.0 | – | – | 1.0 | 9 | 50.00 | – | Old CPU |" in md
     # summarising the summary again changes nothing
     again = run_study("configs/pooled.cfg", {**overrides, "paths.earlier": str(results / "pooled.json")},
                       summary_only=True)  # fmt: skip

@@ -174,6 +174,7 @@ def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folde
 
 
 def _finished(run: Path) -> bool:
+    """A run with its summary and best checkpoint is not trained again (a crashed one resumes)."""
     return (run / SUMMARY_FILE).is_file() and (run / "model-best").is_dir()
 
 
@@ -437,7 +438,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "committed summary of an earlier session (their folders are not on this machine).",
         "",
         '"starts from" is the model a run\'s student began with: "default" is a fresh span model on the',
-        "shipped encoder; a folder is a GLiNER checkpoint the run continued under its own schedule and budget.",
+        "shipped encoder, anything else the GLiNER checkpoint (folder or hub id) it continued under its own",
+        "schedule and budget.",
         "",
         "| run | seed | starts from | steps | epochs | ended by | train min | threads | precision "
         "| source balance | train sentences | best dev F1 "

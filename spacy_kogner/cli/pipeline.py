@@ -13,7 +13,7 @@ from .app import app
 def init_model(
     out_dir: Path = typer.Argument(..., help="Folder to write the spaCy pipeline to"),
     encoder: str = typer.Option(
-        "default", help="'default' (shipped MiniLM), a HF encoder id/path, or a GLiNER checkpoint"
+        "default", help="'default' (shipped MiniLM), a HF encoder id/path, a GLiNER checkpoint, or a saved pipeline"
     ),
     labels: str = typer.Option("", help="Comma-separated labels, e.g. Disease,Chemical"),
     max_width: int = typer.Option(12, help="Longest candidate span in tokens (new models only)"),

@@ -47,14 +47,13 @@ from spacy.util import minibatch
 from .precision import PRECISIONS
 from .prompts import KognerConfigError, LabelSpec, parse_labels
 from .scorer import DEFAULT_SPANS_KEY, kogner_score
-from .span_model import CODE_FILE_RE, ModelLoadError, SpanModel
+from .span_model import CODE_FILE_RE, MODEL_DIR, ModelLoadError, SpanModel
 from .windows import SpanHits, Window, best_label_per_span, collect_hits, cut_windows, greedy_flat, group_prompts
 
 CFG_FILE = "kogner.json"
 # batch_size = 0: windows per forward pass by device. CPU: the measured best of the pipe on 2 cores;
 # CUDA: on one H100 (random-weight MiniLM) window batch 128 ran 1.5x window batch 32.
 AUTO_BATCH_SIZE = {"cpu": 32, "cuda": 128}
-MODEL_DIR = "model"
 # What a serialised component may contain: its settings file and the model folder's flat files
 # of these kinds. Anything else (a path outside the folder, a Python module unless the user set
 # ``trust_remote_code``: see ``span_model.CODE_FILE_RE``) is refused on load.
@@ -79,8 +78,8 @@ class KognerSettings:
 
     model: str = _setting(
         "default",
-        "Model to build: 'default' (shipped MiniLM), a HF encoder id/folder, or a GLiNER checkpoint "
-        "folder/id; replaced by the saved weights on spacy.load.",
+        "Model to build: 'default' (shipped MiniLM), a HF encoder id/folder, a GLiNER checkpoint "
+        "folder/id, or a saved kogner pipeline folder (its span model); replaced by the saved weights on spacy.load.",
     )
     labels: list[Any] = _setting([], "Output labels: strings, or {'label': .., 'prompt': ..}.", runtime=True)
     threshold: float = _setting(0.5, "Minimum span score in [0, 1].", runtime=True)

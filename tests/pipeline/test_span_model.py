@@ -80,6 +80,21 @@ def test_missing_or_corrupt_model_folder(span_model, tmp_path, damage):
             SpanModel.load(folder)
 
 
+def test_a_saved_pipeline_folder_is_read_as_its_span_model(tmp_path, make_nlp, span_model):
+    """A run's model-best (a spaCy pipeline) may be named wherever a GLiNER checkpoint is (init_model,
+    pooled_init); a pipeline without exactly one kogner span model says what to pass instead."""
+    import torch
+
+    nlp = make_nlp()
+    nlp.to_disk(tmp_path / "pipe")
+    loaded = SpanModel.from_source(str(tmp_path / "pipe"))
+    want, got = span_model.gliner.state_dict(), loaded.gliner.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    spacy.blank("en").to_disk(tmp_path / "blank")
+    with pytest.raises(ModelLoadError, match="has 0 kogner span models"):
+        SpanModel.from_source(str(tmp_path / "blank"))
+
+
 def test_corrupt_pipeline_folder_names_what_is_missing(tmp_path, make_nlp):
     nlp = make_nlp()
     nlp.to_disk(tmp_path / "pipe")

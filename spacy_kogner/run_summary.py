@@ -16,6 +16,12 @@ SUMMARY_FILE = "metrics.json"
 SCHEMA = "kogner.run.v1"
 
 
+def run_finished(run: str | Path) -> bool:
+    """A run folder with its summary and best checkpoint: the studies do not train it again (a run
+    that stopped before writing them resumes from its checkpoint instead)."""
+    return (Path(run) / SUMMARY_FILE).is_file() and (Path(run) / "model-best").is_dir()
+
+
 def cpu_model() -> str:
     """The CPU's model name (timings are only comparable on the same kind of CPU)."""
     try:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config, read_section, require
-from ..run_summary import SUMMARY_FILE, RunSummary
+from ..run_summary import SUMMARY_FILE, RunSummary, run_finished
 from .earlier import read_earlier
 
 SYSTEMS = ("kogner", "spacy_cnn", "spacy_trf")
@@ -91,7 +91,7 @@ def _train(corpus: str, system: str, study: StudySettings, paths: StudyPaths, pr
     """Train one system on one corpus (skipped when its run summary exists); returns the run folder."""
     folder = _corpus_folder(corpus, paths)
     run = Path(paths.training) / corpus / system
-    if (run / SUMMARY_FILE).is_file() and (run / "model-best").is_dir():
+    if run_finished(run):
         return run
     if system == "kogner":
         from ..training.distill import distill

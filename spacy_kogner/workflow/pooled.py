@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config, read_section, require
-from ..run_summary import SUMMARY_FILE, RunSummary
+from ..run_summary import SUMMARY_FILE, RunSummary, run_finished
 from .earlier import read_earlier
 
 POOLED = "pooled"
@@ -134,11 +134,11 @@ def _build(name: str, cfg: Any, paths: PooledStudyPaths) -> Path:
 
 def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folder: Path) -> Path:
     """Distil one run (skipped when it finished before); the budget is [study]'s, the rest distill.cfg's."""
-    from ..pipeline.component import MODEL_DIR
+    from ..pipeline.span_model import MODEL_DIR
     from ..training.distill import distill
 
     run = run_dir(name, paths)
-    if _finished(run):
+    if run_finished(run):
         return run
     pooled = name == POOLED
     overrides = {
@@ -165,17 +165,12 @@ def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folde
         overrides["paths.init_model"] = study.pooled_init
     if pooled and study.pooled_continue_minutes > 0:
         first = stage1_dir(paths)
-        if not _finished(first):
+        if not run_finished(first):
             distill(study.distill_config, first, overrides)
         overrides["paths.init_model"] = str(first / "model-best" / "kogner" / MODEL_DIR)
         overrides["training.max_minutes"] = study.pooled_continue_minutes
     distill(study.distill_config, run, overrides)
     return run
-
-
-def _finished(run: Path) -> bool:
-    """A run with its summary and best checkpoint is not trained again (a crashed one resumes)."""
-    return (run / SUMMARY_FILE).is_file() and (run / "model-best").is_dir()
 
 
 def _score(name: str, corpus: str, study: PooledStudySettings, paths: PooledStudyPaths) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Summaries committed by earlier sessions, merged into a study's new summary.
+"""Summaries committed by earlier sessions, merged into a study's new summary, and what a finished
+run's own files say about how it was started.
 
 Run folders (models, logs) stay out of git, so a study spread over several sessions is summarised
 from the runs finished here plus the committed summary's entries for the runs that were not redone.
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, require
+from ..config import ConfigError, load_config, require
 
 
 def read_earlier(path: str, what: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -29,3 +30,10 @@ def read_earlier(path: str, what: str, keys: tuple[str, ...] = ()) -> dict[str, 
         f"[paths] earlier: {path} is not {what}",
     )
     return data
+
+
+def run_started_from(run: Path) -> str:
+    """What a student run started from (its ``config.cfg`` paths.init_model; "default" = the shipped
+    encoder, a fresh span model), so a continued or fine-tuned run is never read as a fresh one."""
+    cfg = run / "config.cfg"
+    return str(load_config(cfg)["paths"].get("init_model", "default")) if cfg.is_file() else "default"

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..config import load_config, read_section, require
 from ..run_summary import SUMMARY_FILE, RunSummary, run_finished
-from .earlier import read_earlier
+from .earlier import read_earlier, run_started_from
 
 SYSTEMS = ("kogner", "spacy_cnn", "spacy_trf")
 SYSTEM_NAMES = {"kogner": "KoGNER student", "spacy_cnn": "spaCy CNN ner", "spacy_trf": "spaCy trf+ner (MiniLM)"}
@@ -45,6 +45,8 @@ class StudySettings:
     evaluate_config: str
     max_minutes: float
     threads: int
+    # the model the KoGNER students start from ("" = distill_config's init_model)
+    init_model: str = ""
 
     def __post_init__(self) -> None:
         bad = [s for s in self.systems if s not in SYSTEMS]
@@ -106,6 +108,7 @@ def _train(corpus: str, system: str, study: StudySettings, paths: StudyPaths, pr
             **({} if paths.teacher else {"training.b": 0.0}),
             "training.max_minutes": study.max_minutes,
             "training.num_threads": study.threads,
+            **({"paths.init_model": study.init_model} if study.init_model else {}),
         }
         distill(study.distill_config, run, overrides, profile)
     else:
@@ -178,7 +181,7 @@ def write_summary(study: StudySettings, paths: StudyPaths) -> dict[str, Any]:
             run = Path(paths.training) / corpus / system
             if score_file.is_file() and (run / SUMMARY_FILE).is_file():
                 row = json.loads(score_file.read_text(encoding="utf8"))
-                cells[corpus, system] = _cell(system, row, RunSummary.read(run / SUMMARY_FILE))
+                cells[corpus, system] = _cell(system, row, RunSummary.read(run / SUMMARY_FILE), run)
     table: dict[str, Any] = {}
     for corpus in study.corpora:
         entry: dict[str, Any] = {key: {} for key in CELL_FIELDS}
@@ -204,13 +207,13 @@ def write_summary(study: StudySettings, paths: StudyPaths) -> dict[str, Any]:
 
 # per-system fields of a corpus's entry in indomain.json (besides the F1 under the system's name)
 CELL_FIELDS = ("precision", "recall", "train_minutes", "wall_minutes", "steps", "epochs", "ended_by",
-               "threads", "words_per_s", "cpus", "curve")  # fmt: skip
+               "threads", "words_per_s", "cpus", "curve", "init")  # fmt: skip
 
 
-def _cell(system: str, row: dict[str, Any], summary: RunSummary) -> dict[str, Any]:
-    """One (corpus, system) result: test scores, what the training cost, and its learning curve.
-    ``train_minutes`` is the budget clock (steps and dev evaluations); ``wall_minutes`` adds the
-    student's test scoring for its curve and its threshold sweep."""
+def _cell(system: str, row: dict[str, Any], summary: RunSummary, run: Path) -> dict[str, Any]:
+    """One (corpus, system) result: test scores, what the training cost, its learning curve and
+    (students) what it started from. ``train_minutes`` is the budget clock (steps and dev
+    evaluations); ``wall_minutes`` adds the student's test scoring for its curve and its threshold sweep."""
     d = summary.details
     curve = _curve(system, row, summary)
     return {
@@ -221,7 +224,7 @@ def _cell(system: str, row: dict[str, Any], summary: RunSummary) -> dict[str, An
         "epochs": round(d["epochs"], 2) if d.get("epochs") is not None else None,
         "ended_by": d.get("ended_by"), "threads": d.get("threads"),
         "words_per_s": round(row["words_per_s"], 0) if row.get("words_per_s") else None, "cpus": summary.cpu,
-        "curve": [_point(p) for p in curve],
+        "curve": [_point(p) for p in curve], "init": run_started_from(run) if system == "kogner" else None,
     }  # fmt: skip
 
 
@@ -278,6 +281,10 @@ def render_markdown(cells: dict[tuple[str, str], dict[str, Any]], study: StudySe
     if len(cpus) > 1:  # timings and budgets of rows made on different boxes do not compare
         lines += ["", f"The rows were measured on {len(cpus)} CPUs ({'; '.join(cpus)}): compare minutes,"
                   " steps and words/s only between rows of one CPU."]  # fmt: skip
+    started = [f"{c} from `{cells[c, 'kogner']['init']}`" for c in study.corpora
+               if cells.get((c, "kogner"), {}).get("init") not in (None, "default")]  # fmt: skip
+    if started:  # a fine-tuned student is not the fresh one its row's baselines compete with
+        lines += ["", f"KoGNER students not started from the shipped encoder: {'; '.join(started)}."]
     missing = [f"{c} / {SYSTEM_NAMES[s]}" for c in study.corpora for s in study.systems if (c, s) not in cells]
     if missing:  # a table never hides the runs it lacks
         lines += ["", f"Not run (no finished run summary and test score): {', '.join(missing)}."]

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..config import load_config, read_section, require
 from ..run_summary import SUMMARY_FILE, RunSummary, run_finished
-from .earlier import read_earlier
+from .earlier import read_earlier, run_started_from
 
 POOLED = "pooled"
 # the runs-table name of a two-stage pooled student's first stage (stage1_dir)
@@ -333,15 +333,8 @@ def _run_entry(run: Path) -> dict[str, Any]:
         "threads": d.get("threads"), "cpu": rs.cpu, "train_sentences": rs.train_sentences,
         "best_dev_f": rs.best_dev_f, "precision": d.get("precision"), "threshold": d.get("threshold"),
         "prompt_thresholds": d.get("prompt_thresholds", {}), "source_balance": d.get("source_balance", 1.0),
-        "epoch_sources": d.get("epoch_sources"), "seed": rs.seed, "init": _init_model(run),
+        "epoch_sources": d.get("epoch_sources"), "seed": rs.seed, "init": run_started_from(run),
     }  # fmt: skip
-
-
-def _init_model(run: Path) -> str:
-    """What the run's student started from (its ``config.cfg`` paths.init_model; "default" = the
-    shipped encoder, a fresh span model), so a continued run is never mistaken for a fresh one."""
-    cfg = run / "config.cfg"
-    return str(load_config(cfg)["paths"].get("init_model", "default")) if cfg.is_file() else "default"
 
 
 def _ordered(table: dict[str, Any], order: list[str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spacy_kogner.config import ConfigError
+from spacy_kogner.config import ConfigError, load_config
 from spacy_kogner.run_summary import RunSummary
 from spacy_kogner.workflow.indomain import run_study
 
@@ -102,3 +102,36 @@ def test_a_missing_or_corrupt_earlier_summary_is_refused(tmp_path, content, mess
         path.write_text(content, encoding="utf8")
     with pytest.raises(ConfigError, match=message):
         run_study("configs/indomain.cfg", _overrides(tmp_path, str(path)), summary_only=True)
+
+
+def test_a_student_started_from_another_model_says_so(tmp_path):
+    _finished_student(tmp_path, "BC2GM", 74.5)
+    start = "training/pooled/kogner/model-best"
+    (tmp_path / "training/BC2GM/kogner/config.cfg").write_text(f'[paths]\ninit_model = "{start}"\n', encoding="utf8")
+    table = run_study("configs/indomain.cfg", _overrides(tmp_path, ""), summary_only=True)
+    assert table["BC2GM"]["init"] == {"kogner": start}
+    md = (tmp_path / "results" / "indomain.md").read_text(encoding="utf8")
+    assert f"KoGNER students not started from the shipped encoder: BC2GM from `{start}`." in md
+    # a fresh student (no init_model in its config) gets no such line
+    (tmp_path / "training/BC2GM/kogner/config.cfg").write_text("[paths]\n", encoding="utf8")
+    run_study("configs/indomain.cfg", _overrides(tmp_path, ""), summary_only=True)
+    assert "not started from" not in (tmp_path / "results" / "indomain.md").read_text(encoding="utf8")
+
+
+def test_study_init_model_is_what_the_students_start_from(tmp_path):
+    from toy_distill import SENTENCES
+
+    from spacy_kogner.data.readers import Sentence, Span, write_iob
+    from spacy_kogner.pipeline.span_model import ModelLoadError
+
+    sentences = [Sentence(t, [Span(s, e + 1, lbl) for s, e, lbl in ner], "toy") for t, ner in SENTENCES]
+    (tmp_path / "sources" / "toy").mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        write_iob(sentences, tmp_path / "sources" / "toy" / f"{split}.tsv")
+    (tmp_path / "empty").mkdir()
+    overrides = {**_overrides(tmp_path, ""), "study.corpora": ["toy"], "study.init_model": str(tmp_path / "empty"),
+                 "paths.sources": str(tmp_path / "sources"), "paths.corpora": str(tmp_path / "corpora")}  # fmt: skip
+    # the run reaches the student's loader with the study's init_model: an empty folder is refused, named
+    with pytest.raises(ModelLoadError, match="neither"):
+        run_study("configs/indomain.cfg", overrides, only="toy:kogner")
+    assert load_config(tmp_path / "training/toy/kogner/config.cfg")["paths"]["init_model"] == str(tmp_path / "empty")

@@ -134,7 +134,6 @@ def _build(name: str, cfg: Any, paths: PooledStudyPaths) -> Path:
 
 def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folder: Path) -> Path:
     """Distil one run (skipped when it finished before); the budget is [study]'s, the rest distill.cfg's."""
-    from ..pipeline.span_model import MODEL_DIR
     from ..training.distill import distill
 
     run = run_dir(name, paths)
@@ -167,7 +166,8 @@ def _train(name: str, study: PooledStudySettings, paths: PooledStudyPaths, folde
         first = stage1_dir(paths)
         if not run_finished(first):
             distill(study.distill_config, first, overrides)
-        overrides["paths.init_model"] = str(first / "model-best" / "kogner" / MODEL_DIR)
+        # a saved pipeline names its span model (SpanModel.from_source finds the kogner pipe's)
+        overrides["paths.init_model"] = str(first / "model-best")
         overrides["training.max_minutes"] = study.pooled_continue_minutes
     distill(study.distill_config, run, overrides)
     return run
@@ -426,8 +426,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "committed summary of an earlier session (their folders are not on this machine).",
         "",
         '"starts from" is the model a run\'s student began with: "default" is a fresh span model on the',
-        "shipped encoder, anything else the GLiNER checkpoint (folder or hub id) it continued under its own",
-        "schedule and budget.",
+        "shipped encoder, anything else the GLiNER checkpoint or saved pipeline (folder or hub id) it",
+        "continued under its own schedule and budget.",
         "",
         "| run | seed | starts from | steps | epochs | ended by | train min | threads | precision "
         "| source balance | train sentences | best dev F1 "

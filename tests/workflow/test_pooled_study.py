@@ -161,7 +161,7 @@ def test_a_leave_one_out_run_is_built_trained_and_scored_on_the_held_out_corpus(
     first = load_config(tmp_path / "training/pooled/stage1/config.cfg")
     assert first["paths"]["init_model"] == str(start) and first["training"]["max_minutes"] == 0
     second = load_config(tmp_path / "training/pooled/kogner/config.cfg")
-    stage1_model = str(tmp_path / "training/pooled/stage1/model-best/kogner/model")
+    stage1_model = str(tmp_path / "training/pooled/stage1/model-best")
     assert second["paths"]["init_model"] == stage1_model and second["training"]["max_minutes"] == 5
     assert load_config(tmp_path / "training/loco/B/config.cfg")["paths"]["init_model"] == "default"
     summary = run_study("configs/pooled.cfg", pooled, summary_only=True)

@@ -15,6 +15,15 @@ only its own types: an NCBI-disease sentence says nothing about chemicals. So
   "chemical" (1,838 silver positives in 34,805 sentences: 0 predictions on BC5CDR test); with
   ``cross_negatives`` in training, the unmatched sentences still teach that their gold spans of
   another family are not of the kind;
+* with ``silver_fill``, each corpus's sentences also get the silver of the kinds the *pool* covers
+  but **that corpus does not annotate** (its label family): KG genes in NCBI-disease and BC5CDR
+  sentences, KG compounds in NCBI-disease, BC2GM and JNLPBA sentences, labelled with the pool's
+  gold label of that prompt (``GENE``, ``Chemical``). Without it a label is only ever positive in
+  its own corpus's text, and the student learns the shortcut "disease-genetics prose has no genes"
+  (the pooled student of 2026-12-07 scored "BRCA1" under 0.1 as a gene in "Germline mutations in
+  BRCA1 cause hereditary breast cancer", and lost 8.7 points of recall on BC2GM against its
+  single-corpus student). Under ``silver_negatives = "matched"`` the label is offered, with full
+  negatives, only in the sentences where a fill span matched;
 * a silver span on exactly the tokens of a gold span is dropped (the gold label wins), and so is a
   name of a covered kind: ``blocking_kinds`` (diseases, compounds, genes) are matched first and
   their matches discarded, so "progesterone" (a Compound, and a Pharmacologic Class name) or
@@ -42,7 +51,7 @@ from typing import Any, ClassVar
 
 from ..config import ConfigError, Section, require
 from .kg_names import NAMES_CORPUS, name_sentences
-from .labels import KindInfo, LabelInfo, label_prompt
+from .labels import KindInfo, LabelInfo, label_family, label_prompt
 from .readers import Sentence, Span
 from .silver import SilverMatcher, matched_kinds
 
@@ -64,6 +73,7 @@ class PooledSettings(Section):
     kg_names_per_kind: int
     names_per_sentence: int
     seed: int
+    silver_fill: bool = False
 
     def __post_init__(self) -> None:
         require(bool(self.corpora), "pooled.corpora must name at least one gold corpus")
@@ -89,6 +99,25 @@ def uncovered_kinds(
     """The silver kinds whose prompt no gold label of the pool is prompted with, in config order."""
     covered = {label_prompt(lbl, table).lower() for lbl in gold_labels}
     return [kind for kind, prompt in silver_prompts.items() if prompt.lower() not in covered]
+
+
+def fill_kinds(
+    own_labels: Sequence[str],
+    pool_labels: Sequence[str],
+    silver_prompts: dict[str, str],
+    table: dict[str, LabelInfo],
+) -> dict[str, str]:
+    """The silver kinds to fill into one corpus's sentences (``silver_fill``): kind → the pool's gold
+    label it is labelled with, for each kind whose prompt a gold label of the pool has (so it is not
+    an uncovered kind) but whose label family the corpus itself does not annotate."""
+    by_prompt = {label_prompt(lbl, table).lower(): lbl for lbl in pool_labels}
+    families = {label_family(lbl, table) for lbl in own_labels}
+    out = {}
+    for kind, prompt in silver_prompts.items():
+        label = by_prompt.get(prompt.lower())
+        if label is not None and label_family(label, table) not in families:
+            out[kind] = label
+    return out
 
 
 def silver_kind_table(
@@ -143,14 +172,24 @@ def pool_splits(
         )
     train: list[Sentence] = []
     silver_counts: Counter[str] = Counter()
+    fill_counts: dict[str, dict[str, int]] = {}
     matcher = None
     if kinds:
         matched = matched_kinds(kinds, settings.blocking_kinds)
         matcher = matcher_for(matched, silver_kind_table(matched, kinds, settings.silver_prompts))
+    pool_labels = sorted({lbl for labels in own.values() for lbl in labels})
     for corpus in gold:
         sents = gold[corpus].get("train", [])
-        if matcher is not None:
-            sents, counts = add_silver(sents, matcher)
+        fill = fill_kinds(own[corpus], pool_labels, settings.silver_prompts, table) if settings.silver_fill else {}
+        corpus_matcher = matcher
+        if fill:  # this corpus's matcher: the uncovered kinds and its fill kinds (labelled as the pool's gold label)
+            used = [*fill, *kinds]  # before the other kinds: a Compound name is not a Pharmacologic Class
+            matched = matched_kinds(used, settings.blocking_kinds)
+            corpus_matcher = matcher_for(matched, silver_kind_table(matched, used, {**settings.silver_prompts, **fill}))
+            train_sets[corpus] = train_sets[corpus] + sorted(set(fill.values()) - set(train_sets[corpus]))
+        if corpus_matcher is not None:
+            sents, counts = add_silver(sents, corpus_matcher)
+            fill_counts[corpus] = {lbl: counts.pop(lbl) for lbl in sorted(set(fill.values())) if lbl in counts}
             silver_counts.update(counts)
         train.extend(sents)
     names, name_counts = (
@@ -173,6 +212,7 @@ def pool_splits(
         "silver_kinds": kinds,
         "silver_spans": dict(sorted(silver_counts.items())),
         "name_spans": dict(sorted(name_counts.items())),
+        "fill_spans": {corpus: counts for corpus, counts in fill_counts.items() if counts},
         "label_sets": train_sets,
         "sentences": {"train": len(train), "dev": len(dev), "dev_silver": len(dev_silver)},
         "gold_spans": {"train": sum(1 for x in train for s in x.spans if not _is_silver(s))},

@@ -53,7 +53,9 @@ def test_uncovered_kinds_are_decided_by_prompt() -> None:
     ]
 
 
-def _run(tmp: Path, corpora: str, silver_negatives: str = "corpus", names: int = 0) -> tuple[list, dict]:
+def _run(
+    tmp: Path, corpora: str, silver_negatives: str = "corpus", names: int = 0, fill: bool = False
+) -> tuple[list, dict]:
     out = tmp / f"pooled-{corpora}"
     cfg = tmp / "pooled.cfg"
     cfg.write_text(
@@ -64,7 +66,7 @@ def _run(tmp: Path, corpora: str, silver_negatives: str = "corpus", names: int =
         'blocking_kinds = ["Disease", "Compound", "Gene"]\n'
         f'silver_negatives = "{silver_negatives}"\n'
         f"kg_names_per_kind = {names}\nnames_per_sentence = 2\n"
-        "seed = 1\n",
+        f"seed = 1\nsilver_fill = {str(fill).lower()}\n",
         encoding="utf8",
     )
     result = CliRunner().invoke(
@@ -102,6 +104,29 @@ def test_matched_silver_negatives_offer_a_silver_prompt_only_where_it_matched(go
     stats = json.loads((gold_dirs / "pooled-NCBI-disease" / "stats.json").read_text(encoding="utf8"))
     # the per-corpus sets still list every label a corpus's sentences may carry
     assert stats["label_sets"]["NCBI-disease"] == ["Disease", "chemical", "anatomy", "pharmacologic class"]
+
+
+def test_silver_fill_labels_a_covered_kind_in_the_corpora_that_do_not_annotate_it(gold_dirs: Path) -> None:
+    """BC5CDR covers "chemical", NCBI-disease does not annotate chemicals: with ``silver_fill`` the KG
+    compounds of NCBI-disease sentences become ``Chemical`` spans (the pool's gold label), offered
+    only where they matched; BC5CDR's own sentences keep their gold chemicals alone."""
+    train, stats = _run(gold_dirs, "NCBI-disease,BC5CDR", silver_negatives="matched", fill=True)
+    spans = [[(" ".join(s.tokens[x.start : x.end]), x.label, x.kge) for x in s.spans] for s in train]
+    # "progesterone" is a Compound first (a blocking kind), not a Pharmacologic Class
+    assert spans[1] == [
+        ("lithium", "Chemical", "Compound::DB1"),
+        ("progesterone", "Chemical", "Compound::DB2"),
+        ("brain", "anatomy", "Anatomy::U1"),
+    ]
+    assert ("lithium", "Chemical", None) in spans[2] and ("lithium", "Chemical", "Compound::DB1") not in spans[2]
+    assert stats["fill_spans"] == {"NCBI-disease": {"Chemical": 2}}
+    assert stats["label_sets"]["NCBI-disease"] == ["Disease", "anatomy", "pharmacologic class", "Chemical"]
+    records = json.loads((gold_dirs / "pooled-NCBI-disease,BC5CDR" / "train.json").read_text(encoding="utf8"))
+    assert records[0]["labels"] == ["Disease", "anatomy"]  # no compound matched: Chemical not offered
+    assert records[1]["labels"] == ["Disease", "Chemical", "anatomy"]
+    # off (the default): NCBI-disease sentences get no chemical spans
+    train, stats = _run(gold_dirs, "NCBI-disease,BC5CDR", silver_negatives="matched")
+    assert not [x for x in train[1].spans if x.label == "Chemical"] and stats["fill_spans"] == {}
 
 
 def test_leave_one_out_pool_brings_in_silver_for_the_held_out_labels(gold_dirs: Path) -> None:

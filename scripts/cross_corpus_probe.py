@@ -61,7 +61,9 @@ def main() -> None:
         every = list(pipe.cfg["labels"])
         for corpus, _kind, label in PROBES:
             sents, gold = refs[corpus]
-            spec = next(x for x in every if (x["label"] if isinstance(x, dict) else x) == label)
+            spec = next((x for x in every if (x["label"] if isinstance(x, dict) else x) == label), None)
+            if spec is None:
+                raise SystemExit(f"{model}: no label {label!r} among its labels; the probe needs a pooled student")
             for offered, labels in (("one", [spec]), ("all", every)):
                 pipe.set_labels(labels)
                 t0 = time.perf_counter()

@@ -21,9 +21,9 @@ only its own types: an NCBI-disease sentence says nothing about chemicals. So
   gold label of that prompt (``GENE``, ``Chemical``). Without it a label is only ever positive in
   its own corpus's text, and the student learns the shortcut "disease-genetics prose has no genes"
   (the pooled student of 2026-12-07 scored "BRCA1" under 0.1 as a gene in "Germline mutations in
-  BRCA1 cause hereditary breast cancer", and lost 8.7 points of recall on BC2GM against its
-  single-corpus student). Under ``silver_negatives = "matched"`` the label is offered, with full
-  negatives, only in the sentences where a fill span matched;
+  BRCA1 cause hereditary breast cancer"; docs/results/pooled_fill.md measures the fill against a
+  control). Under ``silver_negatives = "matched"`` the label is offered, with full negatives, only
+  in the sentences where a fill span matched;
 * a silver span on exactly the tokens of a gold span is dropped (the gold label wins), and so is a
   name of a covered kind: ``blocking_kinds`` (diseases, compounds, genes) are matched first and
   their matches discarded, so "progesterone" (a Compound, and a Pharmacologic Class name) or

@@ -26,6 +26,7 @@ from spacy_kogner.data.pooled import silver_kind_table
 from spacy_kogner.data.readers import read_corpus
 from spacy_kogner.data.silver import kind_matcher, matched_kinds
 from spacy_kogner.kg.graph import load_kg
+from spacy_kogner.teacher.store import teacher_kg_section
 
 # (test corpus, KG kind, the pooled model's label for it)
 PROBES = [("NCBI-disease", "Gene", "GENE"), ("BC2GM", "Compound", "Chemical")]
@@ -42,8 +43,7 @@ def main() -> None:
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    kg_section = json.loads((Path(args.teacher) / "meta.json").read_text(encoding="utf8"))["config"]["kg"]
-    kg = load_kg(kg_section, nodes_only=True)
+    kg = load_kg(teacher_kg_section(args.teacher), nodes_only=True)
     blocking = load_config(args.pooled_config)["pooled"]["blocking_kinds"]
     silver, linking = load_config("configs/silver.cfg")["silver"], load_config("configs/linking.cfg")["linking"]
     refs = {}
@@ -61,10 +61,9 @@ def main() -> None:
         every = list(pipe.cfg["labels"])
         for corpus, _kind, label in PROBES:
             sents, gold = refs[corpus]
-            spec = next((x for x in every if (x["label"] if isinstance(x, dict) else x) == label), None)
-            if spec is None:
+            if label not in pipe.labels:
                 raise SystemExit(f"{model}: no label {label!r} among its labels; the probe needs a pooled student")
-            for offered, labels in (("one", [spec]), ("all", every)):
+            for offered, labels in (("one", [every[pipe.labels.index(label)]]), ("all", every)):
                 pipe.set_labels(labels)
                 t0 = time.perf_counter()
                 docs = list(nlp.pipe(Doc(nlp.vocab, words=s.tokens) for s in sents))

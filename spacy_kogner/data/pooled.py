@@ -178,14 +178,19 @@ def pool_splits(
         matched = matched_kinds(kinds, settings.blocking_kinds)
         matcher = matcher_for(matched, silver_kind_table(matched, kinds, settings.silver_prompts))
     pool_labels = sorted({lbl for labels in own.values() for lbl in labels})
+    fill_matchers: dict[tuple[tuple[str, str], ...], SilverMatcher] = {}  # corpora with one fill share a matcher
     for corpus in gold:
         sents = gold[corpus].get("train", [])
         fill = fill_kinds(own[corpus], pool_labels, settings.silver_prompts, table) if settings.silver_fill else {}
         corpus_matcher = matcher
         if fill:  # this corpus's matcher: the uncovered kinds and its fill kinds (labelled as the pool's gold label)
-            used = [*fill, *kinds]  # before the other kinds: a Compound name is not a Pharmacologic Class
-            matched = matched_kinds(used, settings.blocking_kinds)
-            corpus_matcher = matcher_for(matched, silver_kind_table(matched, used, {**settings.silver_prompts, **fill}))
+            key = tuple(fill.items())
+            if key not in fill_matchers:
+                used = [*fill, *kinds]  # before the other kinds: a Compound name is not a Pharmacologic Class
+                matched = matched_kinds(used, settings.blocking_kinds)
+                prompts = {**settings.silver_prompts, **fill}
+                fill_matchers[key] = matcher_for(matched, silver_kind_table(matched, used, prompts))
+            corpus_matcher = fill_matchers[key]
             train_sets[corpus] = train_sets[corpus] + sorted(set(fill.values()) - set(train_sets[corpus]))
         if corpus_matcher is not None:
             sents, counts = add_silver(sents, corpus_matcher)

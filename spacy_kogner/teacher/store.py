@@ -33,6 +33,15 @@ class StoreError(FileNotFoundError):
     """A store folder that is missing, incomplete or inconsistent; names folder and file."""
 
 
+def teacher_kg_section(folder: str | Path) -> dict[str, Any]:
+    """The ``[kg]`` config section a teacher store was built from (its ``meta.json``): linking and
+    silver matching read the same graph as the teacher rows H they are distilled against."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        raise StoreError(f"Teacher store {folder}: {META_FILE} not found (build it with `teacher` first)")
+    return json.loads(path.read_text(encoding="utf-8"))["config"]["kg"]
+
+
 def normalise_name(name: str) -> str:
     """The key of name lookups: Unicode NFKC, case-folded, whitespace collapsed, trimmed."""
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", name).casefold()).strip()

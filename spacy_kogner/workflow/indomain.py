@@ -83,9 +83,10 @@ def _linker(paths: StudyPaths) -> Any:
     from ..data.labels import load_label_table
     from ..data.linking import Linker, LinkingSettings
     from ..kg.graph import load_kg
+    from ..teacher.store import teacher_kg_section
 
     cfg = load_config("configs/linking.cfg")
-    kg = load_kg(json.loads((Path(paths.teacher) / "meta.json").read_text(encoding="utf8"))["config"]["kg"])
+    kg = load_kg(teacher_kg_section(paths.teacher))
     return Linker.from_kg(kg, load_label_table(paths.labels), LinkingSettings.from_section(cfg["linking"]))
 
 

@@ -116,6 +116,7 @@ def _build(name: str, cfg: Any, paths: PooledStudyPaths) -> Path:
     from ..data.labels import load_label_table
     from ..data.pooled import PooledSettings, build_pooled
     from ..kg.graph import load_kg
+    from ..teacher.store import teacher_kg_section
 
     folder = corpus_dir(name, paths)
     if (folder / "stats.json").is_file():
@@ -124,10 +125,9 @@ def _build(name: str, cfg: Any, paths: PooledStudyPaths) -> Path:
     if name != POOLED:
         held = name.split("/", 1)[1]
         settings.corpora = [c for c in settings.corpora if c != held]
-    kg_section = json.loads((Path(paths.teacher) / "meta.json").read_text(encoding="utf8"))["config"]["kg"]
     silver = load_config("configs/silver.cfg")["silver"]
     linking = load_config("configs/linking.cfg")["linking"]
-    kg = load_kg(kg_section, nodes_only=True)  # silver matches node names only
+    kg = load_kg(teacher_kg_section(paths.teacher), nodes_only=True)  # silver matches node names only
     build_pooled(settings, folder, kg, silver, linking, load_label_table(paths.labels))
     return folder
 
